@@ -1,0 +1,25 @@
+# The README's quick start: `make demo` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+OUT ?= out
+
+.PHONY: demo test clean
+
+$(VENV)/.installed: requirements.txt setup.py
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+.venv: $(VENV)/.installed
+
+demo: .venv
+	$(BIN)/python -m experiments.demo --out=$(OUT)
+
+test: .venv
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) $(OUT)
