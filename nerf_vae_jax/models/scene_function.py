@@ -1,0 +1,83 @@
+"""The latent-conditioned scene function: (point, direction, latent) -> (density, colour).
+
+A NeRF MLP over positional encodings of the 3D point (normalised by the scene
+radius) and of the view direction. Every hidden layer is FiLM-modulated by a
+conditioning vector c: h <- relu(W h * (1 + gamma(c)) + beta(c)).
+
+* ``global`` latent z [B, D]: c = z, the same for every point of a scene.
+* ``attentive`` latent z [B, T, Dt] (a set of tokens): each point's encoding
+  queries the tokens with multi-head cross-attention, and c is the result,
+  so different parts of space can read different tokens.
+
+Density is a shifted softplus, softplus(raw - 1), so empty space is cheap to
+represent at initialisation; colour is view dependent (the direction enters
+after the trunk). Matmuls may run in bfloat16 (``dtype``); the inputs'
+positional encodings and the heads' outputs stay float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nerf_vae_jax import rendering
+
+
+class SceneFunction(nn.Module):
+  width: int = 128
+  depth: int = 4
+  position_frequencies: int = 8
+  direction_frequencies: int = 3
+  conditioning: str = "global"  # or "attentive"
+  num_heads: int = 4
+  scene_radius: float = 1.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, points, directions, latent):
+    """
+    Args:
+      points: [B, R, S, 3] world positions; directions: [B, R, 3] unit rays.
+      latent: [B, D] (global) or [B, T, Dt] (attentive).
+
+    Returns:
+      density [B, R, S] >= 0 and rgb [B, R, S, 3] in (0, 1), float32.
+    """
+    b, r, s, _ = points.shape
+    x = rendering.positional_encoding(points / self.scene_radius, self.position_frequencies)
+    d = rendering.positional_encoding(directions, self.direction_frequencies)
+    if self.conditioning == "global":
+      cond = latent[:, None, None, :]  # [B, 1, 1, D]
+    elif self.conditioning == "attentive":
+      query = nn.Dense(self.width, dtype=self.dtype)(x).reshape(b, r * s, self.width)
+      tokens = nn.Dense(self.width, dtype=self.dtype)(latent)
+      cond = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)(query, tokens)
+      cond = cond.reshape(b, r, s, self.width)
+    else:
+      raise ValueError(f"conditioning must be 'global' or 'attentive', not {self.conditioning!r}")
+    h = x.astype(self.dtype)
+    for i in range(self.depth):
+      h = nn.Dense(self.width, dtype=self.dtype, name=f"layer_{i}")(h)
+      film = nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros, name=f"film_{i}")(cond)
+      gamma, beta = jnp.split(film, 2, axis=-1)
+      h = nn.relu(h * (1.0 + gamma) + beta)
+    density = nn.Dense(1, dtype=self.dtype, name="density")(h)[..., 0].astype(jnp.float32)
+    feat = nn.Dense(self.width, dtype=self.dtype, name="bottleneck")(h)
+    d = jnp.broadcast_to(d[:, :, None, :], (b, r, s, d.shape[-1])).astype(self.dtype)
+    h = nn.relu(nn.Dense(self.width // 2, dtype=self.dtype, name="view")(jnp.concatenate([feat, d], -1)))
+    rgb = nn.Dense(3, dtype=self.dtype, name="rgb")(h).astype(jnp.float32)
+    return jax.nn.softplus(density - 1.0), jax.nn.sigmoid(rgb)
+
+
+class BackgroundHead(nn.Module):
+  """Latent -> background colour [B, 3] (the scenes' plain backgrounds vary)."""
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, latent):
+    z = latent if latent.ndim == 2 else jnp.mean(latent, axis=1)  # tokens: their mean
+    h = nn.relu(nn.Dense(self.width)(z))
+    return jax.nn.sigmoid(nn.Dense(3)(h))
