@@ -80,3 +80,13 @@ def test_epochs_reshuffle(tiny_data_dir):
   first, second = ids[:512], ids[512:]
   assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(512))
   assert (first != second).any()
+
+
+def test_processes_read_their_rows_of_the_same_global_batches(tiny_data_dir):
+  src = _source(tiny_data_dir)
+  one = _take(pipeline.make_iterator(pipeline.make_dataset(src, batch_size=8, views=VIEWS, seed=5)), 3)
+  parts = [_take(pipeline.make_iterator(pipeline.make_dataset(
+      src, batch_size=4, views=VIEWS, seed=5, process_index=p, process_count=2)), 3) for p in range(2)]
+  for g, a, b in zip(one, *parts):
+    for key in g:
+      np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), g[key])

@@ -1,10 +1,10 @@
 """The input pipeline: scenes -> batches of context and target views (grain).
 
-Each JAX process reads its own interleaved shard of the split (scene i goes to
-process i % process_count), shuffles it with a seed (a new order each epoch),
-picks context and target views per scene with a per-element RNG (a function of
-the seed and the element's position, so the stream does not depend on the
-number of workers), and batches. Rays are not shipped: the model computes them
+The split is shuffled with a seed (a new order each epoch); context and target
+views are picked per scene with a per-element RNG (a function of the seed and
+the element's position, so the stream does not depend on the number of
+workers or processes); each JAX process reads only its own rows of every
+global batch. Rays are not shipped: the model computes them
 on the device from ``intrinsics`` and ``cam_to_world``. The iterator's state
 (``get_state``/``set_state``, or ``grain.checkpoint``) resumes at exactly the
 next batch.
@@ -64,21 +64,50 @@ def _select_views(scene, rng, views):
   return select_views(scene, rng, views)
 
 
+class _ProcessRows(grain.MapDataset):
+  """This process's rows of each global batch: element j is global element
+  (j // per) * global + process_index * per + j % per."""
+
+  def __init__(self, parent: grain.MapDataset, per_process: int, process_index: int, process_count: int):
+    super().__init__(parent)
+    self._per, self._index, self._count = per_process, process_index, process_count
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, j):
+    if isinstance(j, slice):
+      return self.slice(j)
+    row, col = divmod(j, self._per)
+    return self._parent[(row * self._count + self._index) * self._per + col]
+
+  def __str__(self) -> str:
+    return f"ProcessRows(process {self._index} of {self._count})"
+
+
 def make_dataset(source: SceneSource, *, batch_size: int, views: ViewSampling, seed: int,
                  train: bool = True, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
   """The per-process batched dataset.
 
+  Training: the split is shuffled (a new order each epoch) and repeated
+  forever, views are picked per element of that *global* stream, and each
+  process takes its rows of every global batch: the global batches are the
+  same whatever the number of processes. Evaluation (``train=False``): one
+  pass in order, scene i read by process i % process_count; the last batch
+  may be smaller.
+
   Args:
     source: the split to read.
     batch_size: scenes per batch *in this process* (global / process_count).
-    train: shuffle, repeat forever and drop incomplete batches; else one pass
-      in order (the last batch may be smaller).
   """
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  if train:
-    ds = ds.shuffle(seed=seed).repeat(None)
-  ds = ds.random_map(functools.partial(_select_views, views=views), seed=seed)
-  return ds.batch(batch_size, drop_remainder=train)
+  ds = grain.MapDataset.source(source)
+  select = functools.partial(_select_views, views=views)
+  if not train:
+    return ds[process_index::process_count].random_map(select, seed=seed).batch(batch_size)
+  ds = ds.shuffle(seed=seed).repeat(None).random_map(select, seed=seed)
+  if process_count > 1:
+    ds = _ProcessRows(ds, batch_size, process_index, process_count)
+  return ds.batch(batch_size, drop_remainder=True)
 
 
 def make_iterator(dataset: grain.MapDataset, workers: int = 0, buffer: int = 2):

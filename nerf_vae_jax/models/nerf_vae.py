@@ -107,6 +107,10 @@ class NeRFVAE(nn.Module):
 
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
+  choices = {"latent": ("global", "attentive"), "posterior": tuple(posterior.COMBINE), "dtype": ("float32", "bfloat16")}
+  for field, allowed in choices.items():
+    if config[field] not in allowed:
+      raise ValueError(f"config.model.{field}={config[field]!r}; choose one of {', '.join(allowed)}.")
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
   fields = {k: v for k, v in config.items() if k != "dtype"}
   fields["encoder_channels"] = tuple(fields["encoder_channels"])

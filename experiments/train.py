@@ -1,0 +1,53 @@
+"""Trains NeRF-VAE (resuming from the workdir if it holds checkpoints).
+
+  python -m experiments.train --config=experiments/configs/shape_scenes.py:tiny --workdir=DIR [--config.x=y]
+
+Several processes (one per host): pass --coordinator_address, --num_processes
+and --process_id, or set the environment variables jax.distributed reads
+(on Cloud TPU and SLURM nothing is needed: pass --distributed).
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and config.json go.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with its auto-detection.")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it renames at INFO
+  import jax
+  if FLAGS.coordinator_address or FLAGS.distributed:
+    # CPU collectives across processes (no effect on GPU/TPU collectives). Nothing
+    # may touch the backend before initialize().
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  from nerf_vae_jax import trainer
+  try:
+    trainer.train(FLAGS.config, FLAGS.workdir)
+  except (trainer.NonFiniteLossError, ValueError, FileNotFoundError) as e:  # clear messages, no traceback
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+def parse_flags(argv):
+  """absl parsing, with a clear message for an unknown config field."""
+  try:
+    return FLAGS(argv)
+  except AttributeError as e:
+    overrides = " ".join(a for a in argv if a.startswith("--config."))
+    sys.exit(f"error: unknown config field {e} in: {overrides}\n"
+             f"The fields are listed, with what each does, in the config file.")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

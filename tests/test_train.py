@@ -1,0 +1,157 @@
+"""The experiment runner, end to end in subprocesses: exact resume after
+SIGKILL, 1 vs 8 devices, 2 processes, preemption, bad checkpoints, bad input."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+# A toy model: these tests are about the runner, not the model.
+SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.train.log_every=1",
+         "--config.train.image_every=0", "--config.model.num_coarse=8", "--config.model.num_fine=8",
+         "--config.loss.num_rays=32", "--config.model.encoder_channels=(8,16)", "--config.model.mlp_width=32",
+         "--config.model.mlp_depth=2", "--config.data.max_context=2", "--config.model.latent_dim=16"]
+
+
+@pytest.fixture(scope="module")
+def env(tiny_data_dir, tmp_path_factory):
+  e = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu",
+           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  e.pop("XLA_FLAGS", None)
+  return e, tiny_data_dir
+
+
+def _args(data_dir, workdir, steps, ckpt_every=4, extra=()):
+  return [sys.executable, "-m", "experiments.train", *SMALL, f"--config.data.data_dir={data_dir}",
+          f"--workdir={workdir}", f"--config.train.num_steps={steps}",
+          f"--config.train.checkpoint_every={ckpt_every}", *extra]
+
+
+def _run(env, args, **kw):
+  r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, **kw)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return r
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return {r["step"]: r["loss"] for r in rows}
+
+
+def _start_and_signal(env, args, after_step, sig):
+  proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+  for line in proc.stdout:
+    if line.startswith(f"step {after_step}/"):
+      os.killpg(proc.pid, sig)
+      break
+  out = proc.stdout.read()
+  proc.wait(timeout=120)
+  return proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory):
+  """An uninterrupted 12-step run."""
+  e, data_dir = env
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  _run(e, _args(data_dir, workdir, 12))
+  return workdir
+
+
+def test_sigkill_and_restart_gives_exactly_the_same_losses(env, reference, tmp_path):
+  e, data_dir = env
+  code, _ = _start_and_signal(e, _args(data_dir, tmp_path, 12), after_step=9, sig=signal.SIGKILL)
+  assert code == -signal.SIGKILL
+  # Saves are asynchronous: the step-8 one may have been cut off mid-write
+  # (left as a *.orbax-checkpoint-tmp folder, which is never restored).
+  finished = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  assert finished and finished[-1] in (4, 8)
+  r = _run(e, _args(data_dir, tmp_path, 12))
+  assert f"Resumed from the checkpoint at step {finished[-1]}" in r.stdout
+  assert _losses(tmp_path) == _losses(reference)  # bit-exact, every step 1..12
+  with open(tmp_path / "config.json") as f:
+    cfg = json.load(f)
+  assert cfg["train"]["num_steps"] == 12 and cfg["model"]["latent_dim"] == 16  # overrides reach config.json
+
+
+def test_eight_devices_match_one_device(env, reference, tmp_path):
+  e, data_dir = env
+  e = dict(e, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  r = _run(e, _args(data_dir, tmp_path, 4, extra=["--config.train.log_every=1"]))
+  assert "on 8 cpu device(s)" in r.stdout
+  ref, got = _losses(reference), _losses(tmp_path)
+  # Same global batch, same keys: only the order of float32 reductions
+  # differs across devices.
+  np.testing.assert_allclose([got[s] for s in range(1, 5)], [ref[s] for s in range(1, 5)], rtol=1e-4)
+
+
+def test_two_processes_match_one_process(env, reference, tmp_path):
+  e, data_dir = env
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen(
+      _args(data_dir, tmp_path, 4, extra=[f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                                          f"--process_id={i}"]),
+      env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+  assert "on 2 cpu device(s), 2 process(es)" in outs[0]
+  assert "step 4/4" not in outs[1]  # only process 0 logs
+  ref, got = _losses(reference), _losses(tmp_path)
+  np.testing.assert_allclose([got[s] for s in range(1, 5)], [ref[s] for s in range(1, 5)], rtol=1e-4)
+
+
+def test_sigterm_saves_a_checkpoint_before_exiting(env, tmp_path):
+  e, data_dir = env
+  code, out = _start_and_signal(e, _args(data_dir, tmp_path, 1000, ckpt_every=1000), after_step=3,
+                                sig=signal.SIGTERM)
+  assert code == 0 and "saved a checkpoint at step" in out
+  steps = [int(s) for s in os.listdir(tmp_path / "checkpoints")]
+  assert len(steps) == 1 and 3 <= steps[0] < 1000
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(env, reference, tmp_path):
+  e, data_dir = env
+  workdir = tmp_path / "run"
+  shutil.copytree(reference, workdir)
+  for root, _, files in os.walk(workdir / "checkpoints" / "12" / "state"):
+    for f in files:
+      with open(os.path.join(root, f), "wb") as fh:
+        fh.write(b"garbage")
+  r = _run(e, _args(data_dir, workdir, 12))
+  assert "falling back to step 8" in r.stderr
+  assert os.path.isdir(workdir / "checkpoints" / "damaged_12")  # kept, not deleted
+  assert "Resumed from the checkpoint at step 8" in r.stdout
+  assert _losses(workdir) == _losses(reference)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(env, tmp_path):
+  e, data_dir = env
+  r = subprocess.run(_args(data_dir, tmp_path, 5, extra=["--config.loss.likelihood_scale=1e-30"]), env=e,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 1
+  assert "The loss became inf at step 1; stopping" in r.stderr
+  assert not os.path.exists(tmp_path / "checkpoints" / "1")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.model.nope=3", "unknown config field"),
+    ("--config.train.num_steps=abc", "invalid literal for int"),
+    ("--config.model.posterior=bogus", "config.model.posterior='bogus'; choose one of average, poe"),
+])
+def test_bad_overrides_are_clear_errors(env, tmp_path, override, message):
+  e, data_dir = env
+  r = subprocess.run(_args(data_dir, tmp_path, 2, extra=[override]), env=e, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode != 0 and message in r.stderr
