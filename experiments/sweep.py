@@ -1,0 +1,90 @@
+"""Runs a hyperparameter sweep: one training run per trial, then a summary.
+
+  python -m experiments.sweep --config=experiments/configs/shape_scenes.py:tiny \\
+      --sweep=experiments/sweeps/latent_dim.py --workdir=DIR [--dry_run] [--config.x=y ...]
+
+A sweep file defines ``get_sweep()`` returning a list of dicts of config
+overrides (build products with itertools.product). Each trial trains in
+``DIR/trial_<i>`` on this machine, one after another; with ``--dry_run`` the
+command prints one training command line per trial instead (for a cluster
+launcher). Afterwards ``DIR/summary.csv`` and ``DIR/summary.md`` hold each
+trial's overrides and its last logged metrics. Extra ``--config.x=y`` flags
+apply to every trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+
+from nerf_vae_jax import summaries
+
+COLUMNS = ("step", "loss", "elbo_per_pixel", "kl", "psnr")
+
+
+def load_sweep(path: str) -> list[dict]:
+  spec = importlib.util.spec_from_file_location("sweep_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  trials = module.get_sweep()
+  if not trials or not all(isinstance(t, dict) for t in trials):
+    raise ValueError(f"{path}: get_sweep() must return a non-empty list of dicts of overrides.")
+  return trials
+
+
+def trial_command(config: str, workdir: str, overrides: dict, extra: list[str]) -> list[str]:
+  return [sys.executable, "-m", "experiments.train", f"--config={config}", f"--workdir={workdir}", *extra,
+          *(f"--config.{k}={v}" for k, v in overrides.items())]
+
+
+def write_summary(workdir: str, trials: list[dict]) -> None:
+  keys = sorted({k for t in trials for k in t})
+  rows = []
+  for i, t in enumerate(trials):
+    metrics = summaries.read_metrics(os.path.join(workdir, f"trial_{i}"))
+    last = metrics[-1] if metrics else {}
+    rows.append({"trial": i, **{k: t.get(k, "") for k in keys}, **{c: last.get(c, "") for c in COLUMNS}})
+  header = ["trial", *keys, *COLUMNS]
+  with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:
+    w = csv.DictWriter(f, header)
+    w.writeheader()
+    w.writerows(rows)
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+  with open(os.path.join(workdir, "summary.md"), "w") as f:
+    f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
+    for r in rows:
+      f.write("| " + " | ".join(fmt(r[h]) for h in header) + " |\n")
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--sweep", required=True, help="a file with get_sweep()")
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--dry_run", action="store_true", help="print the trial commands only")
+  args, extra = parser.parse_known_args(argv)
+  bad = [a for a in extra if not a.startswith("--config.")]
+  if bad:
+    parser.error(f"unknown arguments {bad}; only --config.x=y overrides pass through to the trials.")
+  trials = load_sweep(args.sweep)
+  for i, overrides in enumerate(trials):
+    cmd = trial_command(args.config, os.path.join(args.workdir, f"trial_{i}"), overrides, extra)
+    if args.dry_run:
+      print(shlex.join(["python", *cmd[1:]]))
+      continue
+    print(f"trial {i + 1}/{len(trials)}: {overrides}", flush=True)
+    if subprocess.run(cmd).returncode != 0:
+      print(f"trial {i} failed; see its output above.", file=sys.stderr)
+  if not args.dry_run:
+    write_summary(args.workdir, trials)
+    print(f"Summary: {os.path.join(args.workdir, 'summary.md')} and summary.csv")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
