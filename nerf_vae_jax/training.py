@@ -73,6 +73,6 @@ def train_step(model, tx, config, state, batch, key):
       lambda p: loss_fn(p, batch, jax.random.fold_in(key, step)), has_aux=True)(state["params"])
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                  learning_rate=learning_rate_schedule(config.train)(step))
   return {"params": params, "opt_state": opt_state, "step": step + 1}, metrics
