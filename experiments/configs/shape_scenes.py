@@ -55,7 +55,7 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.loss.coarse_weight = 0.1  # weight of the coarse pass's likelihood
 
   c.train = config_dict.ConfigDict()
-  c.train.num_steps = 600 if tiny else 500_000
+  c.train.num_steps = 1200 if tiny else 500_000
   c.train.batch_size = 8 if tiny else 64  # global, in scenes; divisible by the device count
   c.train.learning_rate = 2e-3 if tiny else 5e-4
   c.train.warmup_steps = 100 if tiny else 2_000
