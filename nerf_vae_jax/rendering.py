@@ -13,6 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from nerf_vae_jax import geometry
+
 
 def volume_render(density, rgb, t_edges, background):
   """Alpha-composites samples along rays.
@@ -99,3 +101,57 @@ def positional_encoding(x, num_frequencies: int, include_input: bool = True):
   scaled = (x[..., None, :] * freqs[:, None]).reshape(x.shape[:-1] + (-1,))
   enc = [jnp.sin(scaled), jnp.cos(scaled)]
   return jnp.concatenate(([x] if include_input else []) + enc, axis=-1)
+
+
+def render_coarse_fine(field, background, origins, directions, key, *, num_coarse: int, num_fine: int,
+                       scene_radius: float, randomized: bool = True):
+  """NeRF's two passes along rays [B, R, 3]: stratified, then inverse-CDF samples.
+
+  Samples lie between where each ray enters and leaves the scene's bounding
+  sphere; rays that miss it show the background.
+
+  Args:
+    field: (points [B, R, S, 3], directions [B, R, 3]) -> (density [B, R, S],
+      rgb [B, R, S, 3]); the scene function (NeRF-VAE closes it over a latent).
+    background: [B, 1, 3] (or broadcastable to [B, R, 3]).
+
+  Returns:
+    {"coarse": ..., "fine": ...}, each the dict of ``volume_render`` ([B, R] ...).
+  """
+  near, far, _ = geometry.ray_sphere_bounds(origins, directions, scene_radius)
+  k_coarse, k_fine = jax.random.split(key)
+
+  def march(t_edges):
+    mids = 0.5 * (t_edges[..., 1:] + t_edges[..., :-1])
+    points = origins[..., None, :] + mids[..., None] * directions[..., None, :]
+    density, rgb = field(points, directions)
+    return volume_render(density, rgb, t_edges, background)
+
+  t_coarse = stratified_edges(k_coarse, near, far, num_coarse, randomized)
+  coarse = march(t_coarse)
+  fine = march(resample_edges(k_fine, t_coarse, coarse["weights"], num_fine, randomized))
+  return {"coarse": coarse, "fine": fine}
+
+
+def render_cameras(render_rays, intrinsics, cam_to_world, height: int, width: int, chunk: int = 4096):
+  """Renders whole cameras in chunks of rays, so memory stays bounded at any image size.
+
+  Args:
+    render_rays: (origins [B, n, 3], directions [B, n, 3]) -> dict of [B, n, ...].
+    intrinsics: [B, V, 4]; cam_to_world: [B, V, 4, 4].
+    chunk: rays per scene per chunk (the chunks run one after another in a
+      ``lax.map``, so peak memory is that of one chunk).
+
+  Returns:
+    the dict of ``render_rays`` with each x [B, n, ...] as [B, V, H, W, ...].
+  """
+  b, v = intrinsics.shape[:2]
+  o, d = geometry.pixel_rays(intrinsics, cam_to_world, height, width)
+  n = v * height * width
+  chunk = min(chunk, n)
+  pad = -n % chunk
+  flat = lambda x: jnp.pad(x.reshape(b, n, 3), ((0, 0), (0, pad), (0, 0))).reshape(b, -1, chunk, 3).swapaxes(0, 1)
+  out = jax.lax.map(lambda rays: render_rays(*rays), (flat(o), flat(d)))  # [n_chunks, B, chunk, ...]
+  unflat = lambda x: x.swapaxes(0, 1).reshape((b, -1) + x.shape[3:])[:, :n].reshape(
+      (b, v, height, width) + x.shape[3:])
+  return jax.tree.map(unflat, out)

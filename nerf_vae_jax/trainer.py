@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nerf_vae_jax import checkpointing, sharding, summaries, training, visualize
+from nerf_vae_jax import checkpointing, evaluation, sharding, summaries, training, visualize
 from nerf_vae_jax.data import build, pipeline, source
 from nerf_vae_jax.models import nerf_vae
 
@@ -72,13 +72,54 @@ def _input_pipeline(config, per_process_batch: int):
 
 
 def _preview(model, params, batch, spec):
-  """context | target | reconstruction | depth for the first scene (uint8 [H, 4W, 3])."""
+  """context | target | reconstruction | depth of the first scene of a batch (numpy)."""
   one = jax.tree.map(lambda x: x[:1], batch)
-  mean, _ = model.apply(params, one["context_images"], one["context_intrinsics"], one["context_cam_to_world"],
-                        one["context_mask"], method=nerf_vae.NeRFVAE.infer)
-  out = nerf_vae.render_views(model, params, mean, one["target_intrinsics"][:, :1],
-                              one["target_cam_to_world"][:, :1], spec.height, spec.width)
-  return one["context_images"][0, 0], one["target_images"][0, 0], out["rgb"][0, 0], out["depth"][0, 0]
+  out = evaluation.infer_and_render(model, params, one, (one["target_intrinsics"][:, :1],
+                                                         one["target_cam_to_world"][:, :1]), spec.height, spec.width)
+  ctx, tgt = jax.device_get((one["context_images"][0, 0], one["target_images"][0, 0]))
+  return ctx, tgt, evaluation.to_uint8(out["rgb"][0, 0]), np.asarray(out["depth"][0, 0])
+
+
+def restore_params(workdir: str, step: int | None = None):
+  """The parameters of a run's checkpoint, for evaluation.
+
+  Returns (config, model, spec, params, step): the config saved in the
+  workdir, the model it describes, the dataset spec, the parameters (on the
+  default device) and the step restored (the latest by default). Raises
+  ``checkpointing.NoCheckpointError`` (no checkpoint, or no such step) or
+  ``CheckpointMismatchError`` (shapes that do not fit config.json), with
+  messages that say what to do.
+  """
+  config = load_config(workdir)
+  model, spec = make_model(config)
+  abstract = jax.eval_shape(lambda k: training.init_state(model, training.make_optimizer(config.train),
+                                                          training.dummy_batch(spec, config.data), k),
+                            jax.random.PRNGKey(0))
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise checkpointing.NoCheckpointError(f"{workdir} has no checkpoints: train first, or pass the run's workdir.")
+  mngr = checkpointing.manager(workdir)
+  try:
+    if step is None:
+      step = mngr.latest_step()
+      if step is None:
+        raise checkpointing.NoCheckpointError(f"{workdir}/checkpoints holds no checkpoint: train first.")
+    repl = sharding.replicated(sharding.make_mesh())
+    try:
+      state, _, step = checkpointing.restore(mngr, checkpointing.abstract_like(abstract, repl), step=step,
+                                             with_data=False)
+    except RuntimeError as e:
+      if "shape" in str(e).lower():
+        raise CheckpointMismatchError(
+            f"The checkpoint at step {step} in {workdir} does not fit the model of {workdir}/config.json "
+            f"(was config.json edited, or the checkpoint copied from another run?): {str(e)[-500:]}") from e
+      raise
+  finally:
+    mngr.close()
+  return config, model, spec, state["params"], step
+
+
+class CheckpointMismatchError(ValueError):
+  pass
 
 
 def train(config, workdir: str) -> dict:
@@ -113,7 +154,6 @@ def train(config, workdir: str) -> dict:
   # ---- The update step: state donated, batch sharded on `data`.
   step_fn = jax.jit(functools.partial(training.train_step, model, tx, config),
                     in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
-  preview_fn = jax.jit(functools.partial(_preview, model, spec=spec))
 
   writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, resume_step=start)
   stop = {"signal": None}
@@ -153,10 +193,9 @@ def train(config, workdir: str) -> dict:
              f"ETA {eta / 60:.1f} min")
         t0, s0 = time.time(), step
       if config.train.image_every and step % config.train.image_every == 0 and jax.process_index() == 0:
-        ctx, tgt, rgb, depth = jax.device_get(preview_fn(state["params"], batch))
-        rgb8 = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+        ctx, tgt, rgb, depth = _preview(model, state["params"], batch, spec)
         writer.image(step, "context|target|reconstruction|depth",
-                     visualize.grid([[ctx, tgt, rgb8, visualize.depth_to_rgb(depth)]]))
+                     visualize.grid([[ctx, tgt, rgb, visualize.depth_to_rgb(depth)]]))
       if is_ckpt or stop["signal"]:
         checkpoint(step)
       if stop["signal"]:

@@ -55,3 +55,22 @@ def save_png(path, image: np.ndarray, scale: int = 1) -> None:
   if scale > 1:
     im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
   im.save(path)
+
+
+def error_to_rgb(pred: np.ndarray, target: np.ndarray, gain: float = 4.0) -> np.ndarray:
+  """Per-pixel colour error of uint8 [H, W, 3] images -> uint8 [H, W, 3]: black = exact, bright red = large."""
+  e = np.abs(pred.astype(np.float32) - target.astype(np.float32)).mean(-1) / 255.0
+  v = np.clip(gain * e, 0.0, 1.0)
+  return (255 * np.stack([v, v ** 2, v ** 4], -1)).astype(np.uint8)
+
+
+def blank_like(image: np.ndarray, value: int = 200) -> np.ndarray:
+  return np.full_like(image, value)
+
+
+def save_gif(path, frames, scale: int = 1, duration_ms: int = 80) -> None:
+  """uint8 frames [F, H, W, 3] -> a looping GIF."""
+  ims = [Image.fromarray(np.asarray(f)) for f in frames]
+  if scale > 1:
+    ims = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in ims]
+  ims[0].save(path, save_all=True, append_images=ims[1:], duration=duration_ms, loop=0)

@@ -1,6 +1,8 @@
 """Shared fixtures: the tiny dataset is built once per test session."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -13,3 +15,32 @@ def tiny_data_dir(tmp_path_factory):
   data_dir = os.environ.get("NERF_VAE_TEST_DATA_DIR") or str(tmp_path_factory.mktemp("tfds"))
   build.build("shape_scenes/tiny", data_dir)
   return data_dir
+
+
+# ---- The experiment runner in subprocesses, on a toy model (runner and evaluation tests).
+SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.train.log_every=1",
+         "--config.train.image_every=0", "--config.model.num_coarse=8", "--config.model.num_fine=8",
+         "--config.loss.num_rays=32", "--config.model.encoder_channels=(8,16)", "--config.model.mlp_width=32",
+         "--config.model.mlp_depth=2", "--config.data.max_context=2", "--config.model.latent_dim=16"]
+
+
+@pytest.fixture(scope="session")
+def runner_env(tiny_data_dir, tmp_path_factory):
+  """(environment for subprocesses, tiny data dir); the subprocesses share a compilation cache."""
+  e = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu",
+           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  e.pop("XLA_FLAGS", None)
+  return e, tiny_data_dir
+
+
+def train_args(data_dir, workdir, steps, ckpt_every=4, extra=()):
+  return [sys.executable, "-m", "experiments.train", *SMALL, f"--config.data.data_dir={data_dir}",
+          f"--workdir={workdir}", f"--config.train.num_steps={steps}",
+          f"--config.train.checkpoint_every={ckpt_every}", *extra]
+
+
+def run_ok(env, args, **kw):
+  r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, **kw)
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+  return r

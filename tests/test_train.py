@@ -12,33 +12,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import run_ok, train_args
 
-# A toy model: these tests are about the runner, not the model.
-SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.train.log_every=1",
-         "--config.train.image_every=0", "--config.model.num_coarse=8", "--config.model.num_fine=8",
-         "--config.loss.num_rays=32", "--config.model.encoder_channels=(8,16)", "--config.model.mlp_width=32",
-         "--config.model.mlp_depth=2", "--config.data.max_context=2", "--config.model.latent_dim=16"]
-
-
-@pytest.fixture(scope="module")
-def env(tiny_data_dir, tmp_path_factory):
-  e = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu",
-           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  e.pop("XLA_FLAGS", None)
-  return e, tiny_data_dir
-
-
-def _args(data_dir, workdir, steps, ckpt_every=4, extra=()):
-  return [sys.executable, "-m", "experiments.train", *SMALL, f"--config.data.data_dir={data_dir}",
-          f"--workdir={workdir}", f"--config.train.num_steps={steps}",
-          f"--config.train.checkpoint_every={ckpt_every}", *extra]
-
-
-def _run(env, args, **kw):
-  r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, **kw)
-  assert r.returncode == 0, r.stderr[-3000:]
-  return r
+_args = train_args
+_run = run_ok
 
 
 def _losses(workdir):
@@ -57,6 +34,11 @@ def _start_and_signal(env, args, after_step, sig):
   out = proc.stdout.read()
   proc.wait(timeout=120)
   return proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def env(runner_env):
+  return runner_env
 
 
 @pytest.fixture(scope="module")

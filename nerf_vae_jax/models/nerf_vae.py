@@ -81,24 +81,13 @@ class NeRFVAE(nn.Module):
   def render_rays(self, latent, origins, directions, key, randomized: bool = True):
     """Coarse and fine volume renders of rays [B, R, 3] given latents [B, ...].
 
-    Samples lie between where each ray enters and leaves the scene's bounding
-    sphere; rays that miss it show the background. Returns {"coarse": ...,
-    "fine": ...}, each the dict of ``rendering.volume_render`` ([B, R] ...).
+    See ``rendering.render_coarse_fine``: {"coarse": ..., "fine": ...}, each
+    a dict of rgb [B, R, 3], depth, acc [B, R] and weights [B, R, S].
     """
-    near, far, _ = geometry.ray_sphere_bounds(origins, directions, self.scene_radius)
-    k_coarse, k_fine = jax.random.split(key)
-    background = self.background(latent)[:, None, :]
-    t = rendering.stratified_edges(k_coarse, near, far, self.num_coarse, randomized)
-    coarse = self._march(latent, origins, directions, t, background)
-    t = rendering.resample_edges(k_fine, t, coarse["weights"], self.num_fine, randomized)
-    fine = self._march(latent, origins, directions, t, background)
-    return {"coarse": coarse, "fine": fine}
-
-  def _march(self, latent, origins, directions, t_edges, background):
-    mids = 0.5 * (t_edges[..., 1:] + t_edges[..., :-1])
-    points = origins[..., None, :] + mids[..., None] * directions[..., None, :]
-    density, rgb = self.scene_function(points, directions, latent)
-    return rendering.volume_render(density, rgb, t_edges, background)
+    return rendering.render_coarse_fine(
+        lambda x, d: self.scene_function(x, d, latent), self.background(latent)[:, None, :], origins,
+        directions, key, num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.scene_radius,
+        randomized=randomized)
 
   def __call__(self, images, intrinsics, cam_to_world, mask, origins, directions, key):
     mean, _ = self.infer(images, intrinsics, cam_to_world, mask)
@@ -211,31 +200,19 @@ def iwae_bound(model: NeRFVAE, params, batch, key, *, num_samples: int, num_rays
 
 def render_views(model: NeRFVAE, params, latent, intrinsics, cam_to_world, height: int, width: int,
                  chunk: int = 4096):
-  """Renders whole cameras from latents, in chunks of rays (bounded memory).
+  """Renders whole cameras from latents [B, *latent_shape] (fine pass, deterministic sampling).
 
   Args:
-    latent: [B, *latent_shape]; intrinsics [B, V, 4]; cam_to_world [B, V, 4, 4].
+    intrinsics [B, V, 4]; cam_to_world [B, V, 4, 4]; chunk: rays per scene at a time.
 
   Returns:
-    dict of rgb [B, V, H, W, 3], depth and acc [B, V, H, W] (fine pass,
-    deterministic sampling).
+    dict of rgb [B, V, H, W, 3], depth and acc [B, V, H, W].
   """
-  b, v = intrinsics.shape[:2]
-  o, d = geometry.pixel_rays(intrinsics, cam_to_world, height, width)
-  n = v * height * width
-  chunk = min(chunk, n)
-  pad = -n % chunk
-  flat = lambda x: jnp.pad(x.reshape(b, n, 3), ((0, 0), (0, pad), (0, 0))).reshape(b, -1, chunk, 3).swapaxes(0, 1)
-
-  def one(rays):
-    out = model.apply(params, latent, rays[0], rays[1], jax.random.PRNGKey(0), False,
-                      method=NeRFVAE.render_rays)["fine"]
+  def render_rays(o, d):
+    out = model.apply(params, latent, o, d, jax.random.PRNGKey(0), False, method=NeRFVAE.render_rays)["fine"]
     return {k: out[k] for k in ("rgb", "depth", "acc")}
 
-  out = jax.lax.map(one, (flat(o), flat(d)))  # [n_chunks, B, chunk, ...]
-  unflat = lambda x: x.swapaxes(0, 1).reshape((b, -1) + x.shape[3:])[:, :n].reshape(
-      (b, v, height, width) + x.shape[3:])
-  return jax.tree.map(unflat, out)
+  return rendering.render_cameras(render_rays, intrinsics, cam_to_world, height, width, chunk)
 
 
 def sample_prior(key, model: NeRFVAE, num: int):

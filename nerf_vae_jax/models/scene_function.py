@@ -8,6 +8,8 @@ conditioning vector c: h <- relu(W h * (1 + gamma(c)) + beta(c)).
 * ``attentive`` latent z [B, T, Dt] (a set of tokens): each point's encoding
   queries the tokens with multi-head cross-attention, and c is the result,
   so different parts of space can read different tokens.
+* ``none``: no latent and no FiLM layers: a plain NeRF MLP (the per-scene
+  baseline, ``nerf_vae_jax.baselines.nerf``).
 
 Density is a shifted softplus, softplus(raw - 1), so empty space is cheap to
 represent at initialisation; colour is view dependent (the direction enters
@@ -41,7 +43,7 @@ class SceneFunction(nn.Module):
     """
     Args:
       points: [B, R, S, 3] world positions; directions: [B, R, 3] unit rays.
-      latent: [B, D] (global) or [B, T, Dt] (attentive).
+      latent: [B, D] (global), [B, T, Dt] (attentive) or None (none).
 
     Returns:
       density [B, R, S] >= 0 and rgb [B, R, S, 3] in (0, 1), float32.
@@ -56,14 +58,19 @@ class SceneFunction(nn.Module):
       tokens = nn.Dense(self.width, dtype=self.dtype)(latent)
       cond = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)(query, tokens)
       cond = cond.reshape(b, r, s, self.width)
+    elif self.conditioning == "none":
+      cond = None
     else:
-      raise ValueError(f"conditioning must be 'global' or 'attentive', not {self.conditioning!r}")
+      raise ValueError(f"conditioning must be 'global', 'attentive' or 'none', not {self.conditioning!r}")
     h = x.astype(self.dtype)
     for i in range(self.depth):
       h = nn.Dense(self.width, dtype=self.dtype, name=f"layer_{i}")(h)
-      film = nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros, name=f"film_{i}")(cond)
-      gamma, beta = jnp.split(film, 2, axis=-1)
-      h = nn.relu(h * (1.0 + gamma) + beta)
+      if cond is not None:
+        film = nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                        name=f"film_{i}")(cond)
+        gamma, beta = jnp.split(film, 2, axis=-1)
+        h = h * (1.0 + gamma) + beta
+      h = nn.relu(h)
     density = nn.Dense(1, dtype=self.dtype, name="density")(h)[..., 0].astype(jnp.float32)
     feat = nn.Dense(self.width, dtype=self.dtype, name="bottleneck")(h)
     d = jnp.broadcast_to(d[:, :, None, :], (b, r, s, d.shape[-1])).astype(self.dtype)

@@ -1,0 +1,197 @@
+"""Evaluation: metric functions against references, the per-scene NeRF,
+test-time refinement, and the evaluate / generate / nerf_baseline commands
+on a toy checkpoint (schema, report, bad input)."""
+
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_ok, train_args
+
+from experiments.configs import shape_scenes
+from nerf_vae_jax import evaluation, training
+from nerf_vae_jax.baselines import nerf
+from nerf_vae_jax.data import source
+from nerf_vae_jax.models import nerf_vae
+
+
+# ---------------------------------------------------------------- metrics
+
+def _ssim_reference(a, b, size=11, sigma=1.5):
+  """SSIM by its definition: an explicit 2-D Gaussian window at every valid position, per channel."""
+  g = np.exp(-0.5 * ((np.arange(size) - (size - 1) / 2) / sigma) ** 2)
+  w = np.outer(g, g) / np.outer(g, g).sum()
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
+  vals = []
+  for ch in range(a.shape[-1]):
+    for i in range(a.shape[0] - size + 1):
+      for j in range(a.shape[1] - size + 1):
+        x, y = a[i:i + size, j:j + size, ch], b[i:i + size, j:j + size, ch]
+        mx, my = (w * x).sum(), (w * y).sum()
+        vx, vy, cxy = (w * x * x).sum() - mx ** 2, (w * y * y).sum() - my ** 2, (w * x * y).sum() - mx * my
+        vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+  return np.mean(vals)
+
+
+def test_ssim_matches_its_definition_and_closed_forms():
+  rng = np.random.default_rng(0)
+  a = rng.uniform(size=(20, 17, 3))
+  b = np.clip(a + 0.2 * rng.normal(size=a.shape), 0, 1)
+  assert evaluation.ssim(a, b) == pytest.approx(_ssim_reference(a, b), rel=1e-9)
+  assert evaluation.ssim(a, a) == pytest.approx(1.0)
+  # Constant images: only the luminance term is left, (2 mu_a mu_b + c1) / (mu_a^2 + mu_b^2 + c1).
+  ca, cb = np.full((16, 16, 3), 0.3), np.full((16, 16, 3), 0.6)
+  assert evaluation.ssim(ca, cb) == pytest.approx((2 * 0.18 + 1e-4) / (0.09 + 0.36 + 1e-4))
+  batch = evaluation.ssim(np.stack([a, a]), np.stack([a, b]))  # leading axes carried
+  np.testing.assert_allclose(batch, [1.0, evaluation.ssim(a, b)])
+
+
+def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
+  assert evaluation.psnr(0.01) == pytest.approx(20.0)
+  scene = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[0]
+  held = slice(evaluation.MAX_CONTEXT, None)
+  truth = scene["images"][held] / 255.0
+  perfect = evaluation.scene_metrics(truth, scene["depths"][held], (scene["masks"][held] > 0).astype(float), scene, 2)
+  assert perfect["mse"] == 0 and perfect["psnr"] == pytest.approx(100.0)
+  assert perfect["ssim"] == pytest.approx(1.0) and perfect["depth_mae"] == 0 and perfect["mask_iou"] == 1.0
+  mean_colour = scene["images"][:2].reshape(-1, 3).mean(0) / 255.0
+  assert perfect["baseline_psnr"] == pytest.approx(-10 * np.log10(np.mean((truth - mean_colour) ** 2)))
+  # Shifted by 0.1 (inside [0, 1]), depth off by 0.25 everywhere, nothing opaque.
+  shifted = np.clip(truth, 0, 0.9) + 0.1
+  m = evaluation.scene_metrics(shifted, scene["depths"][held] + 0.25, np.zeros(truth.shape[:-1]), scene, 2)
+  assert m["mse"] == pytest.approx(np.mean((shifted - truth) ** 2))
+  assert m["depth_mae"] == pytest.approx(0.25, rel=1e-5) and m["mask_iou"] == 0.0
+
+
+# ---------------------------------------------------------------- the NeRF baseline and refinement
+
+def test_nerf_baseline_fits_one_tiny_scene(tiny_data_dir):
+  scene = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[3]
+  config = shape_scenes.get_config("tiny")
+  model = nerf.from_config(config.model, 1.0)
+  params, fit_psnr = nerf.fit(model, scene["images"][None], scene["intrinsics"][None], scene["cam_to_world"][None],
+                              np.array([8]), jax.random.PRNGKey(0), steps=300, num_rays=256)
+  out = nerf.render_views(model, params, scene["intrinsics"][None, :2], scene["cam_to_world"][None, :2], 32, 32)
+  m = evaluation.scene_metrics(out["rgb"][0], out["depth"][0], out["acc"][0], scene, 8, slice(0, 2))
+  # A NeRF that saw all 8 views renders two of them far better than their mean colour,
+  # with the objects' silhouettes in place.
+  assert m["psnr"] > m["baseline_psnr"] + 6.0, m
+  assert float(fit_psnr[0]) > m["baseline_psnr"] + 6.0
+  assert m["mask_iou"] > 0.5, m
+
+
+def test_refinement_raises_the_context_elbo(tiny_data_dir):
+  src = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)
+  config = shape_scenes.get_config("tiny")
+  model = nerf_vae.from_config(config.model, 1.0)
+  params = jax.jit(functools.partial(training.init_state, model, training.make_optimizer(config.train)))(
+      training.dummy_batch(src.spec, config.data), jax.random.PRNGKey(0))["params"]
+  batch = evaluation.context_batch([src[0], src[1]], 3)
+  mean, scale = model.apply(params, batch["context_images"], batch["context_intrinsics"],
+                            batch["context_cam_to_world"], batch["context_mask"], method=nerf_vae.NeRFVAE.infer)
+  settings = evaluation.Settings(refine_steps=40, refine_rays=256)
+
+  @jax.jit
+  def context_elbo(m, s):  # a fixed-key estimate over 2048 context pixels per scene
+    o, d, x, pixels = evaluation._context_rays(batch, jax.random.PRNGKey(7), 2048)
+    lls = [nerf_vae.gaussian_log_likelihood(
+        x, model.apply(params, nerf_vae.sample_latent(jax.random.PRNGKey(i), m, s), o, d, jax.random.PRNGKey(0),
+                       False, method=nerf_vae.NeRFVAE.render_rays)["fine"]["rgb"], 0.1) for i in range(4)]
+    from nerf_vae_jax.models import posterior
+    return (jnp.mean(jnp.stack(lls), 0) * pixels / 2048 - posterior.kl_to_standard_normal(m, s)) / pixels
+
+  refined = jax.jit(lambda m, s: evaluation.refine_posterior(model, params, batch, m, s, jax.random.PRNGKey(1),
+                                                             settings))(mean, scale)
+  before, after = context_elbo(mean, scale), context_elbo(*refined)
+  assert np.all(np.asarray(after) > np.asarray(before) + 0.05), (before, after)
+
+
+# ---------------------------------------------------------------- the commands
+
+@pytest.fixture(scope="module")
+def toy_run(runner_env, tmp_path_factory):
+  """A 4-step toy run with checkpoints at steps 2 and 4."""
+  e, data_dir = runner_env
+  workdir = str(tmp_path_factory.mktemp("toy_run"))
+  run_ok(e, train_args(data_dir, workdir, 4, ckpt_every=2))
+  return e, data_dir, workdir
+
+
+def _cmd(e, *args):
+  return subprocess.run([sys.executable, "-m", *args], env=e, capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_run):
+  e, data_dir, workdir = toy_run
+  r = _cmd(e, "experiments.evaluate", f"--workdir={workdir}", "--num_scenes=3", "--refine_steps=2",
+           "--num_images=2")
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(os.path.join(workdir, "eval", "4", "test", "metrics.json")) as f:
+    m = json.load(f)
+  assert (m["step"], m["split"], m["num_scenes"]) == (4, "test", 3)
+  fields = {"num_context_views", "mse", "psnr", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
+            "baseline_psnr"}
+  for results in (m["results"], m["refined_results"]):
+    assert [row["num_context_views"] for row in results] == [1, 2, 3, 4]
+    for row in results:
+      assert set(row) == fields and all(np.isfinite(v) for v in row.values())
+      assert -1 <= row["ssim"] <= 1 and 0 <= row["mask_iou"] <= 1 and row["mse"] > 0
+      assert row["iwae_per_pixel"] >= row["elbo_per_pixel"] - 0.05  # IWAE tightens the ELBO (up to noise)
+  scenes = [source.SceneSource("shape_scenes/tiny", "test", data_dir)[i] for i in range(3)]
+  for row in m["results"]:  # the baseline, recomputed here from the data
+    k = row["num_context_views"]
+    psnrs = [-10 * np.log10(np.mean((s["images"][4:] / 255 - s["images"][:k].reshape(-1, 3).mean(0) / 255) ** 2))
+             for s in scenes]
+    assert row["baseline_psnr"] == pytest.approx(np.mean(psnrs), rel=1e-6)
+
+  r = _cmd(e, "experiments.generate", f"--workdir={workdir}", "--num_samples=4", "--num_frames=4", "--num_pairs=1",
+           "--num_steps=3")
+  assert r.returncode == 0, r.stderr[-3000:]
+  r = _cmd(e, "experiments.nerf_baseline", f"--workdir={workdir}", "--num_scenes=2", "--steps=10", "--group=4",
+           "--context=1,4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(os.path.join(workdir, "eval", "nerf_baseline", "test", "metrics.json")) as f:
+    b = json.load(f)
+  assert [row["num_context_views"] for row in b["results"]] == [1, 4] and b["num_scenes"] == 2
+  assert all(np.isfinite(row["psnr"]) and np.isfinite(row["context_psnr"]) for row in b["results"])
+
+  root = os.path.join(workdir, "eval", "4")
+  with open(os.path.join(root, "report.html")) as f:
+    page = f.read()
+  images = re.findall(r'src="([^"]+)"', page)
+  for name in ("grid_k1.png", "grid_k4_refined.png", "orbit_0.gif", "prior_samples.gif", "interpolations.png",
+               "comparison_test.png"):
+    assert any(i.endswith(name) for i in images), name
+  for i in images:  # relative paths that exist: the report opens offline
+    assert not i.startswith(("http", "/")) and os.path.isfile(os.path.join(root, i)), i
+  with open(os.path.join(root, "comparison.md")) as f:
+    assert "| K |" in f.read()
+
+
+def test_evaluate_bad_input_is_a_clear_error(toy_run, tmp_path):
+  e, data_dir, workdir = toy_run
+  r = _cmd(e, "experiments.evaluate", f"--workdir={tmp_path}")
+  assert r.returncode == 1 and "is not a training workdir" in r.stderr
+  r = _cmd(e, "experiments.evaluate", f"--workdir={workdir}", "--step=3")
+  assert r.returncode == 1 and "No checkpoint at step 3" in r.stderr and "available: [2, 4]" in r.stderr
+  r = _cmd(e, "experiments.evaluate", f"--workdir={workdir}", "--split=validation", "--num_scenes=1")
+  assert r.returncode == 1 and "has no split 'validation'" in r.stderr
+  # A checkpoint that does not fit config.json (as if the config had been edited).
+  edited = tmp_path / "edited"
+  os.makedirs(edited)
+  os.symlink(os.path.join(workdir, "checkpoints"), edited / "checkpoints")
+  with open(os.path.join(workdir, "config.json")) as f:
+    cfg = json.load(f)
+  cfg["model"]["latent_dim"] = 32
+  with open(edited / "config.json", "w") as f:
+    json.dump(cfg, f)
+  r = _cmd(e, "experiments.evaluate", f"--workdir={edited}", "--num_scenes=1")
+  assert r.returncode == 1 and "does not fit the model of" in r.stderr, r.stderr[-2000:]
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))  # nothing moved aside
