@@ -12,6 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import common
+
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs and config.json go.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process runs.")
@@ -32,22 +34,8 @@ def main(argv):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from nerf_vae_jax import trainer
-  try:
-    trainer.train(FLAGS.config, FLAGS.workdir)
-  except (trainer.NonFiniteLossError, ValueError, FileNotFoundError) as e:  # clear messages, no traceback
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-
-
-def parse_flags(argv):
-  """absl parsing, with a clear message for an unknown config field."""
-  try:
-    return FLAGS(argv)
-  except AttributeError as e:
-    overrides = " ".join(a for a in argv if a.startswith("--config."))
-    sys.exit(f"error: unknown config field {e} in: {overrides}\n"
-             f"The fields are listed, with what each does, in the config file.")
+  sys.exit(common.run(trainer.train, FLAGS.config, FLAGS.workdir))
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=common.parse_flags)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nerf_vae_jax import geometry
+from nerf_vae_jax import geometry, sharding
 from nerf_vae_jax.models import nerf_vae, posterior
 
 MAX_CONTEXT = 4  # views [0, 4) may be context; [4, V) are held out
@@ -191,17 +191,23 @@ def evaluate_batch(model, params, batch, key, settings: Settings):
 
 def evaluate(model, params, scenes: list[dict], num_context: int, settings: Settings = Settings(),
              batch_size: int = 8, seed: int = 0):
-  """NeRF-VAE from ``num_context`` views on ``scenes``.
+  """NeRF-VAE from ``num_context`` views on ``scenes``, ``batch_size`` scenes
+  at a time (rounded up to a multiple of the device count).
 
   Returns (per-scene metric dicts, predictions: dict of numpy arrays over
   all scenes, rgb [M, T, H, W, 3] and depth, acc [M, T, H, W]).
   """
+  # Scenes are split over all devices (data parallel, as in training).
+  mesh = sharding.make_mesh()
+  batch_size = -(-batch_size // mesh.size) * mesh.size
+  params = jax.device_put(params, sharding.replicated(mesh))
   per_scene, preds = [], []
   for start in range(0, len(scenes), batch_size):
     chunk = scenes[start:start + batch_size]
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))  # one compiled shape for every batch
     key = jax.random.fold_in(jax.random.PRNGKey(seed), start)
-    out = jax.device_get(evaluate_batch(model, params, context_batch(padded, num_context), key, settings))
+    batch = jax.device_put(context_batch(padded, num_context), sharding.batch_sharding(mesh))
+    out = jax.device_get(evaluate_batch(model, params, batch, key, settings))
     for i, scene in enumerate(chunk):
       m = scene_metrics(out["rgb"][i], out["depth"][i], out["acc"][i], scene, num_context)
       m.update(elbo_per_pixel=float(out["elbo_per_pixel"][i]), iwae_per_pixel=float(out["iwae_per_pixel"][i]))

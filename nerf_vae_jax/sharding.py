@@ -12,14 +12,15 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D mesh named ``data`` over all devices.
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh named ``data`` over ``devices`` (default: all devices).
 
   The axis type is Auto: ``jax.make_mesh`` defaults to Explicit axes, which
   would put shardings into array types; plain data parallelism under jit needs
   none of that.
   """
-  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  devices = list(devices or jax.devices())
+  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
 def replicated(mesh) -> NamedSharding:

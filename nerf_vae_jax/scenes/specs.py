@@ -59,6 +59,8 @@ SPECS = {
     for s in (
         SceneSpec("tiny", 32, 32, 8, {"train": 512, "test": 64, "test_ood": 64}),
         SceneSpec("64px", 64, 64, 10, {"train": 200_000, "test": 2_000, "test_ood": 2_000}),
+        # 64px_mini: scenes exactly like 64px's, few of them (benchmarks, smoke tests).
+        SceneSpec("64px_mini", 64, 64, 10, {"train": 512, "test": 64, "test_ood": 64}),
         # dense: 100 training views for the per-scene NeRF, then 10 held out.
         SceneSpec("dense", 64, 64, 110, {"test": 50}),
     )

@@ -1,0 +1,88 @@
+"""Matmul FLOPs of NeRF-VAE, counted from the architecture (for MFU).
+
+A dense layer with n_in inputs and n_out outputs costs 2 n_in n_out FLOPs per
+row; a k x k convolution costs 2 k^2 C_in C_out per output pixel. Only
+matmuls and convolutions count (norms, activations, positional encodings and
+compositing are not "model FLOPs"). A training step costs 3 x the forward
+pass (the backward pass computes gradients with respect to both weights and
+activations, 2 x the forward), the usual convention for MFU.
+
+Per step, with B scenes, K = max_context views of H x W pixels, R rays per
+scene and S = num_coarse + num_fine samples per ray:
+
+  forward = B K encoder(H, W) + B R S point_mlp + 2 B per_scene_mlp
+
+where encoder() sums the encoder's convolutions (stem, strided, two per
+residual cell, squeeze-excitation and the head), point_mlp is the scene
+function's per-point layers (P = 3 (2 F_pos + 1) and Q = 3 (2 F_dir + 1)
+encoding sizes, width W, depth L):
+
+  2 [P W + (L - 1) W^2 + W + W^2 + (W + Q) W/2 + 3 W/2]        (global)
+  + 2 [P W + 2 W^2 + 2 T W] + L 4 W^2       (attentive: query and q/out
+      projections, attention over T tokens, per-point FiLM)
+
+and per_scene_mlp the layers run once per scene and pass (FiLM or token
+projections, the background head).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def encoder_flops(height: int, width: int, channels, cells: int, num_outputs: int) -> int:
+  """Forward FLOPs of ``models.encoder.Encoder`` on one view."""
+  conv = lambda h, w, cin, cout: 2 * h * w * 9 * cin * cout
+  h, w = height, width
+  total = conv(h, w, 3 + 6, channels[0])  # image + Plücker rays
+  for i, c in enumerate(channels):
+    if i > 0:
+      h, w = math.ceil(h / 2), math.ceil(w / 2)
+      total += conv(h, w, channels[i - 1], c)
+    se = max(c // 4, 4)
+    total += cells * (2 * conv(h, w, c, c) + 2 * (c * se + se * c))
+  return total + 2 * channels[-1] * num_outputs
+
+
+def point_flops(model) -> int:
+  """Forward FLOPs of the scene function per 3-D point."""
+  p = 3 * (2 * model.position_frequencies + 1)
+  q = 3 * (2 * model.direction_frequencies + 1)
+  w, depth = model.mlp_width, model.mlp_depth
+  trunk = p * w + (depth - 1) * w * w
+  heads = w + w * w + (w + q) * (w // 2) + (w // 2) * 3  # density, bottleneck, view, rgb
+  total = 2 * (trunk + heads)
+  if model.latent == "attentive":
+    # Query projection of the encoding; attention's query and output
+    # projections; logits and weighted sum over the tokens; FiLM from the
+    # per-point conditioning in every trunk layer.
+    total += 2 * (p * w + 2 * w * w + 2 * model.num_tokens * w) + depth * 2 * w * 2 * w
+  return total
+
+
+def scene_flops(model) -> int:
+  """Forward FLOPs run once per scene per rendering pass (conditioning, background)."""
+  w, depth, d = model.mlp_width, model.mlp_depth, model.latent_dim
+  background = 2 * (d * 64 + 64 * 3)
+  if model.latent == "global":
+    return depth * 2 * d * 2 * w + background
+  t = model.num_tokens
+  # Token projection, attention's key and value projections.
+  return 2 * t * d * w + 2 * 2 * t * w * w + background
+
+
+def train_step_flops(model, batch_size: int, max_context: int, height: int, width: int, num_rays: int) -> dict:
+  """Matmul FLOPs of one training step, and its parts (forward)."""
+  samples = model.num_coarse + model.num_fine
+  enc = batch_size * max_context * encoder_flops(height, width, model.encoder_channels, model.encoder_cells,
+                                                 2 * math.prod(model.latent_shape))
+  pts = batch_size * num_rays * samples * point_flops(model)
+  per_scene = batch_size * 2 * scene_flops(model)
+  forward = enc + pts + per_scene
+  return {"train_step": 3 * forward, "forward": forward, "encoder_forward": enc, "scene_function_forward": pts,
+          "per_scene_forward": per_scene}
+
+
+def render_flops(model, num_rays: int) -> int:
+  """Forward FLOPs of rendering ``num_rays`` rays (coarse and fine passes) from a latent."""
+  return num_rays * (model.num_coarse + model.num_fine) * point_flops(model) + 2 * scene_flops(model)

@@ -1,0 +1,57 @@
+"""The FLOP count against XLA's, and a smoke test of the benchmark command's JSON."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import pytest
+from conftest import SMALL
+
+from experiments import benchmark
+from experiments.configs import shape_scenes
+from nerf_vae_jax import flops, trainer, training
+from nerf_vae_jax.models import nerf_vae
+
+
+@pytest.mark.parametrize("latent", ["global", "attentive"])
+def test_flop_formula_matches_xla_cost_analysis(latent):
+  config = shape_scenes.get_config("tiny")
+  config.model.latent = latent
+  config.model.num_tokens = 16
+  model, spec = trainer.make_model(config)
+  batch = benchmark.synthetic_batch(spec, config.data, 2)
+  params = jax.eval_shape(lambda k: training.init_state(model, training.make_optimizer(config.train),
+                                                        training.dummy_batch(spec, config.data), k),
+                          jax.random.PRNGKey(0))["params"]
+  loss = lambda p: nerf_vae.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=128, likelihood_scale=0.1)[0]
+  xla = jax.jit(loss).lower(params).compile().cost_analysis()["flops"]
+  counted = flops.train_step_flops(model, 2, config.data.max_context, spec.height, spec.width, 128)
+  # XLA also counts elementwise work (a few percent); the matmuls are nearly all of it.
+  assert counted["forward"] == pytest.approx(xla, rel=0.06), (counted, xla)
+  xla_step = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()["flops"]
+  assert counted["train_step"] == pytest.approx(xla_step, rel=0.08)
+
+
+def test_benchmark_writes_its_json(runner_env, tmp_path):
+  e, data_dir = runner_env
+  e = dict(e, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  out = tmp_path / "bench.json"
+  model_overrides = [a for a in SMALL if a.startswith("--config.model") or a.startswith("--config.loss")]
+  r = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--config=experiments/configs/shape_scenes.py:tiny",
+                      *model_overrides, f"--config.data.data_dir={data_dir}", "--steps=2", "--warmup=1",
+                      "--pipeline_batches=3", f"--json={out}"], env=e, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "MFU" in r.stdout
+  b = json.loads(out.read_text())
+  assert b["device"] == {"kind": "cpu", "platform": "cpu", "count": 2} and b["jax_version"] == jax.__version__
+  assert b["config"]["variant"] == "tiny" and "--config.model.mlp_width=32" in b["config"]["overrides"]
+  assert set(b["per_device_count"]) == {"1", "2"}
+  for run in b["per_device_count"].values():
+    assert run["train_step_s"] > 0 and run["recompilations_after_warmup"] == 0
+    assert run["achieved_flops_per_s"] == pytest.approx(b["model_flops_per_step"] / run["train_step_s"])
+    assert 0 < run["mfu"] < 1.5 and b["peak_source"] == "measured"
+    assert run["samples_per_s"] == pytest.approx(run["rays_per_s"] * 16)  # 8 coarse + 8 fine samples per ray
+  assert b["model_flops_per_step"] == pytest.approx(b["xla_flops_per_step"], rel=0.1)
+  assert b["render_view_s"] > 0 and b["pipeline_scenes_per_s"] > 0 and b["pipeline_ratio"] > 0
+  assert "scaling_efficiency" in b and "peak_memory_bytes" in b
