@@ -19,7 +19,7 @@ demo: .venv
 	$(BIN)/python -m experiments.demo --out=$(OUT)
 
 test: .venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 clean:
 	rm -rf $(VENV) $(OUT)

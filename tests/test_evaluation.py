@@ -21,6 +21,9 @@ from nerf_vae_jax.baselines import nerf
 from nerf_vae_jax.data import source
 from nerf_vae_jax.models import nerf_vae
 
+# One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
+pytestmark = pytest.mark.xdist_group("evaluation")
+
 
 # ---------------------------------------------------------------- metrics
 

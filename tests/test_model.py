@@ -12,6 +12,9 @@ from nerf_vae_jax import training
 from nerf_vae_jax.data import pipeline, source
 from nerf_vae_jax.models import nerf_vae, posterior
 
+# One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
+pytestmark = pytest.mark.xdist_group("model")
+
 
 @pytest.mark.parametrize("combine", ["average", "poe"])
 def test_posterior_ignores_view_order_and_masked_views(combine):

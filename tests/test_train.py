@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from conftest import run_ok, train_args
 
+# One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
+pytestmark = pytest.mark.xdist_group("train")
+
 _args = train_args
 _run = run_ok
 
