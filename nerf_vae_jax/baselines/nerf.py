@@ -94,21 +94,23 @@ def fit(model: NeRF, images, intrinsics, cam_to_world, num_views, key, *, steps:
     updates, s = tx.update(grads, s, p)
     return optax.apply_updates(p, updates), s, mse
 
+  # The rays are arguments, not closed-over constants: XLA would embed them in the program.
   @functools.partial(jax.jit, static_argnums=3, donate_argnums=(0, 1))
-  def run(params, opt_state, start, length):
+  def run(params, opt_state, start, length, data):
     def body(carry, step):
       p, s = carry
       keys = jax.random.split(jax.random.fold_in(k_train, step), n)
-      p, s, mse = jax.vmap(one_problem)(p, s, origins, directions, colours, num_views, keys)
+      p, s, mse = jax.vmap(one_problem)(p, s, *data, keys)
       return (p, s), mse
     (params, opt_state), mse = jax.lax.scan(body, (params, opt_state), start + jnp.arange(length))
     return params, opt_state, jnp.mean(mse, axis=0)
 
+  data = (origins, directions, colours, jnp.asarray(num_views))
   window = log_every or max(1, steps // 10)
   done, mse = 0, None
   while done < steps:
     length = min(window, steps - done)
-    params, opt_state, mse = run(params, opt_state, done, length)
+    params, opt_state, mse = run(params, opt_state, done, length, data)
     done += length
     if log_every:
       print(f"  NeRF step {done}/{steps}: training PSNR {float(jnp.mean(-10 * jnp.log10(mse))):.2f} dB "
