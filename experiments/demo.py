@@ -21,7 +21,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", default="out", help="output folder")
   parser.add_argument("--steps", type=int, default=None, help="training steps (default: the tiny config's)")
-  parser.add_argument("--num_scenes", type=int, default=16, help="test scenes to evaluate")
+  parser.add_argument("--num_scenes", type=int, default=64, help="test scenes to evaluate")
   args = parser.parse_args(argv)
   start = time.time()
   # On the CPU, XLA runs one device's program with limited parallelism; the
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
   from nerf_vae_jax import trainer, visualize
   from nerf_vae_jax.data import build, source
 
-  data_dir = os.path.join(args.out, "tensorflow_datasets")
+  data_dir = os.path.abspath(os.path.join(args.out, "tensorflow_datasets"))  # config.json works from anywhere
   build.build("shape_scenes/tiny", data_dir)
   test = source.SceneSource("shape_scenes/tiny", "test", data_dir)
   sheet_path = os.path.join(args.out, "shape_scenes_tiny_contact_sheet.png")
@@ -49,16 +49,21 @@ def main(argv=None) -> int:
 
   # ---- Novel views of held-out scenes, from 1..4 context views (experiments.evaluate).
   from experiments import evaluate
+  from nerf_vae_jax import evaluation
   eval_dir = evaluate.evaluate(workdir, split="test", num_scenes=args.num_scenes)
   with open(os.path.join(eval_dir, "metrics.json")) as f:
     metrics = json.load(f)
   step = metrics["step"]
   report = os.path.join(evaluate.step_dir(workdir, step), "report.html")
 
-  print(f"\nNovel views of {args.num_scenes} held-out test scenes (step {step}; mean over scenes):")
-  print("  context views   NeRF-VAE PSNR   mean-colour baseline PSNR")
+  print(f"\nNovel views of {args.num_scenes} held-out test scenes (step {step}):")
+  print("                 mean squared error          PSNR of that mean       mean of per-scene PSNR")
+  print("  context views  NeRF-VAE  mean colour       NeRF-VAE  mean colour   NeRF-VAE  mean colour")
   for r in metrics["results"]:
-    print(f"  {r['num_context_views']:13d}   {r['psnr']:10.2f} dB   {r['baseline_psnr']:10.2f} dB")
+    print(f"  {r['num_context_views']:13d}  {r['mse']:8.5f}  {r['baseline_mse']:11.5f}      "
+          f"{evaluation.psnr(r['mse']):5.2f} dB  {evaluation.psnr(r['baseline_mse']):8.2f} dB   "
+          f"{r['psnr']:5.2f} dB  {r['baseline_psnr']:8.2f} dB")
+  print("  (mean colour: every pixel painted with the mean colour of the context views)")
   print(f"\nOutputs ({time.time() - start:.0f} s):")
   for p in (sheet_path, os.path.join(eval_dir, "grid_k3.png"), os.path.join(eval_dir, "orbit_0.gif"), report,
             workdir):

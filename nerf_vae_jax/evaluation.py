@@ -10,8 +10,8 @@ Metrics per scene (then averaged over scenes), images in [0, 1]:
   mse, psnr (of the scene's mse), ssim (Gaussian window 11, sigma 1.5, per
   view and channel, as in Wang et al. 2004), depth_mae (on the ground truth's
   foreground pixels), mask_iou (rendered opacity > 0.5 against the ground
-  truth's foreground), baseline_psnr (every pixel painted with the mean colour
-  of the context views), and for NeRF-VAE elbo_per_pixel and iwae_per_pixel
+  truth's foreground), baseline_mse and baseline_psnr (every pixel painted with
+  the mean colour of the context views), and for NeRF-VAE elbo_per_pixel and iwae_per_pixel
   (nats per held-out pixel; estimated from ``num_rays`` random held-out pixels
   per scene, rescaled to whole images as in training).
 """
@@ -32,7 +32,8 @@ from nerf_vae_jax.models import nerf_vae, posterior
 
 MAX_CONTEXT = 4  # views [0, 4) may be context; [4, V) are held out
 CONTEXT_COUNTS = (1, 2, 3, 4)
-METRICS = ("mse", "psnr", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr")
+METRICS = ("mse", "psnr", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr",
+           "baseline_mse")
 
 
 # ---------------------------------------------------------------- metrics (NumPy)
@@ -78,10 +79,11 @@ def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int,
   opaque = np.asarray(pred_acc) > 0.5
   inter, union = np.logical_and(opaque, fg).sum(), np.logical_or(opaque, fg).sum()
   mean_colour = scene["images"][:num_context].reshape(-1, 3).mean(0) / 255.0
+  baseline_mse = float(np.mean((mean_colour - target) ** 2))
   return {"mse": mse, "psnr": psnr(mse), "ssim": float(np.mean(ssim(pred, target))),
           "depth_mae": float(depth_err.mean()) if depth_err.size else float("nan"),
           "mask_iou": float(inter / union) if union else 1.0,
-          "baseline_psnr": psnr(np.mean((mean_colour - target) ** 2))}
+          "baseline_psnr": psnr(baseline_mse), "baseline_mse": baseline_mse}
 
 
 def summarize(per_scene: list[dict]) -> dict:

@@ -140,7 +140,7 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
     m = json.load(f)
   assert (m["step"], m["split"], m["num_scenes"]) == (4, "test", 3)
   fields = {"num_context_views", "mse", "psnr", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
-            "baseline_psnr"}
+            "baseline_psnr", "baseline_mse"}
   for results in (m["results"], m["refined_results"]):
     assert [row["num_context_views"] for row in results] == [1, 2, 3, 4]
     for row in results:
