@@ -50,7 +50,9 @@ def test_benchmark_writes_its_json(runner_env, tmp_path):
   for run in b["per_device_count"].values():
     assert run["train_step_s"] > 0 and run["recompilations_after_warmup"] == 0
     assert run["achieved_flops_per_s"] == pytest.approx(b["model_flops_per_step"] / run["train_step_s"])
-    assert 0 < run["mfu"] < 1.5 and b["peak_source"] == "measured"
+    # (No upper bound: the toy model's in-run peak is a 32-wide matmul, and a busy machine moves it.)
+    assert run["mfu"] == pytest.approx(run["achieved_flops_per_s"] / run["peak_flops_per_s"]) and run["mfu"] > 0
+    assert b["peak_source"] == "measured"
     assert run["samples_per_s"] == pytest.approx(run["rays_per_s"] * 16)  # 8 coarse + 8 fine samples per ray
   assert b["model_flops_per_step"] == pytest.approx(b["xla_flops_per_step"], rel=0.1)
   assert b["render_view_s"] > 0 and b["pipeline_scenes_per_s"] > 0 and b["pipeline_ratio"] > 0
