@@ -66,7 +66,6 @@ def _median_time(fn, repeats: int) -> float:
 def measured_matmul_peak(rows: int, width: int, repeats: int = 10) -> float:
   """Best FLOP/s of a float32 [rows, width] x [width, width] matmul (the scene function's layer shape)."""
   import jax
-  import jax.numpy as jnp
   x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
   w = jax.random.normal(jax.random.PRNGKey(1), (width, width))
   f = jax.jit(lambda x, w: x @ w)
@@ -152,7 +151,8 @@ def time_render(model, params, spec, size: int, chunk: int, repeats: int = 10) -
 
 def time_pipeline(config, workers: int, batches: int) -> tuple[float, str]:
   """Scenes/s of the training input pipeline, and the dataset it read."""
-  from nerf_vae_jax.data import build, pipeline, source
+  from experiments import benchmark_data
+  from nerf_vae_jax.data import build, pipeline
   data_dir = config.data.data_dir or build.default_data_dir()
   name = config.data.name
   if not build.is_built(name, data_dir):  # same scene size, few scenes
@@ -160,16 +160,8 @@ def time_pipeline(config, workers: int, batches: int) -> tuple[float, str]:
     if not build.is_built(name, data_dir):
       print(f"Building {name} in {data_dir} for the pipeline measurement ...", flush=True)
       build.build(name, data_dir)
-  src = source.SceneSource(name, "train", data_dir)
   views = pipeline.ViewSampling(config.data.min_context, config.data.max_context, config.data.num_targets)
-  ds = pipeline.make_dataset(src, batch_size=config.train.batch_size, views=views, seed=0)
-  it = pipeline.make_iterator(ds, workers=workers)
-  for _ in range(3):
-    next(it)
-  t0 = time.perf_counter()
-  for _ in range(batches):
-    next(it)
-  return batches * config.train.batch_size / (time.perf_counter() - t0), name
+  return benchmark_data.loader_scenes_per_s(name, data_dir, workers, config.train.batch_size, batches, views), name
 
 
 def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipeline_batches=40,

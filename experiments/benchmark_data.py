@@ -16,8 +16,6 @@ import json
 import sys
 import time
 
-import numpy as np
-
 from nerf_vae_jax.data import build, pipeline, source
 from nerf_vae_jax.scenes import generate, specs
 
@@ -40,16 +38,23 @@ def generation(config: str, num_scenes: int, workers: int) -> dict:
           "full_build_gb_est": total * nbytes / num_scenes / 1e9}
 
 
-def loader(config: str, data_dir: str, workers: int, batch_size: int = 16, batches: int = 60) -> dict:
-  src = source.SceneSource(f"shape_scenes/{config}", "train", data_dir)
-  ds = pipeline.make_dataset(src, batch_size=batch_size, views=pipeline.ViewSampling(), seed=0)
+def loader_scenes_per_s(name: str, data_dir: str, workers: int, batch_size: int = 16, batches: int = 60,
+                        views: pipeline.ViewSampling = pipeline.ViewSampling()) -> float:
+  """Scenes/s of the training input pipeline on a built train split, after a warm-up."""
+  src = source.SceneSource(name, "train", data_dir)
+  ds = pipeline.make_dataset(src, batch_size=batch_size, views=views, seed=0)
   it = pipeline.make_iterator(ds, workers=workers)
   for _ in range(5):
     next(it)
   start = time.time()
   for _ in range(batches):
     next(it)
-  return {"config": config, "workers": workers, "loader_scenes_per_s": batches * batch_size / (time.time() - start)}
+  return batches * batch_size / (time.time() - start)
+
+
+def loader(config: str, data_dir: str, workers: int) -> dict:
+  return {"config": config, "workers": workers,
+          "loader_scenes_per_s": loader_scenes_per_s(f"shape_scenes/{config}", data_dir, workers)}
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from nerf_vae_jax import geometry, rendering
+from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.models.scene_function import SceneFunction
 
 
@@ -49,10 +50,10 @@ class NeRF(nn.Module):
 
 def from_config(model_config, scene_radius: float) -> NeRF:
   """The NeRF with the scene-function settings of a NeRF-VAE ``config.model``."""
-  c = model_config
-  return NeRF(mlp_width=c.mlp_width, mlp_depth=c.mlp_depth, position_frequencies=c.position_frequencies,
-              direction_frequencies=c.direction_frequencies, num_coarse=c.num_coarse, num_fine=c.num_fine,
-              scene_radius=scene_radius, dtype={"float32": jnp.float32, "bfloat16": jnp.bfloat16}[c.dtype])
+  vae = nerf_vae.from_config(model_config, scene_radius)  # validates the config, maps the dtype
+  return NeRF(mlp_width=vae.mlp_width, mlp_depth=vae.mlp_depth, position_frequencies=vae.position_frequencies,
+              direction_frequencies=vae.direction_frequencies, num_coarse=vae.num_coarse, num_fine=vae.num_fine,
+              scene_radius=scene_radius, dtype=vae.dtype)
 
 
 def fit(model: NeRF, images, intrinsics, cam_to_world, num_views, key, *, steps: int, num_rays: int = 1024,
