@@ -37,19 +37,35 @@ def pixel_rays(intrinsics, cam_to_world, height: int, width: int, xp=jnp):
     (origins, directions), each [..., H, W, 3] in world coordinates;
     directions have unit length.
   """
+  dtype = xp.asarray(cam_to_world).dtype
+  x = xp.arange(width, dtype=dtype)[None, :] + 0.5  # pixel (i, j) has its centre at (j + 0.5, i + 0.5)
+  y = xp.arange(height, dtype=dtype)[:, None] + 0.5
+  return image_rays(intrinsics, cam_to_world, x, y, xp)
+
+
+def image_rays(intrinsics, cam_to_world, x, y, xp=jnp):
+  """Rays through image points (x, y), in pixels (a pixel's centre is at +0.5).
+
+  Args:
+    intrinsics: [..., 4] (fx, fy, cx, cy); cam_to_world: [..., 4, 4].
+    x, y: image coordinates whose shapes broadcast to [..., A, B] (two
+      trailing point axes after the cameras' batch axes).
+
+  Returns:
+    (origins, directions), each [..., A, B, 3], directions of unit length.
+  """
   intrinsics = xp.asarray(intrinsics)
   cam_to_world = xp.asarray(cam_to_world)
-  dtype = cam_to_world.dtype
-  j = xp.arange(width, dtype=dtype) + 0.5
-  i = xp.arange(height, dtype=dtype) + 0.5
   fx, fy, cx, cy = (intrinsics[..., k, None, None] for k in range(4))
-  x = (j[None, :] - cx) / fx  # [..., 1, W]
-  y = -(i[:, None] - cy) / fy  # [..., H, 1]
-  x, y = xp.broadcast_arrays(x, y)
-  d_cam = xp.stack([x, y, -xp.ones_like(x)], axis=-1)  # [..., H, W, 3]
-  d_cam = d_cam / xp.linalg.norm(d_cam, axis=-1, keepdims=True)
+  # Camera space: x right, y up (image rows go down), looking along -z.
+  x = (x - cx) / fx
+  y = -(y - cy) / fy
+  inv_norm = 1.0 / xp.sqrt(x * x + y * y + 1.0)
+  # Rotated into the world one component at a time: no [..., 3, 3] products
+  # and sums, which XLA:CPU and numpy run many times slower.
   rot = cam_to_world[..., None, None, :3, :3]
-  directions = xp.sum(rot * d_cam[..., None, :], axis=-1)
+  directions = xp.stack([(rot[..., i, 0] * x + rot[..., i, 1] * y - rot[..., i, 2]) * inv_norm
+                         for i in range(3)], axis=-1)
   origins = xp.broadcast_to(cam_to_world[..., None, None, :3, 3], directions.shape)
   return origins, directions
 

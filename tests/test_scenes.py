@@ -108,8 +108,8 @@ def test_shadows_darken_what_is_under_an_occluder():
                   size=np.array([0.3, 0.15, 0.1, 0.1], np.float32))
   o = np.array([[0.05, 0.05, 0.21]], np.float32)  # just above the cube's top face
   d = np.array([[0.0, 0.0, -1.0]], np.float32)
-  lit_rgb, _, _ = raytracer.shade(o, d, lit_scene, 0.35)
-  dark_rgb, _, _ = raytracer.shade(o, d, shadowed, 0.35)
+  lit_rgb, _, _ = raytracer.shade(tuple(o.T), tuple(d.T), lit_scene, 0.35)
+  dark_rgb, _, _ = raytracer.shade(tuple(o.T), tuple(d.T), shadowed, 0.35)
   np.testing.assert_allclose(np.asarray(lit_rgb), scene["color"][:1], atol=1e-6)  # full light
   np.testing.assert_allclose(np.asarray(dark_rgb), 0.35 * scene["color"][:1], atol=1e-6)  # ambient only
 
@@ -166,8 +166,21 @@ def test_edge_supersampling_matches_supersampling_every_pixel():
       o, d = geometry.pixel_rays(jnp.asarray(intr) * k, jnp.asarray(c2w), spec.height * k, spec.width * k)
       arrays = {key: jnp.asarray(v) for key, v in sampler.stack([scene]).items()}
       one = {key: v[0] for key, v in arrays.items()}
-      rgb, _, _ = raytracer.shade(o.reshape(-1, 3), d.reshape(-1, 3), one, spec.ambient)
+      rgb, _, _ = raytracer.shade(tuple(o.reshape(-1, 3).T), tuple(d.reshape(-1, 3).T), one, spec.ambient)
       full = np.round(np.asarray(rgb).reshape(spec.height, k, spec.width, k, 3).mean(axis=(1, 3)) * 255)
       err = np.abs(image.astype(float) - full)
       assert err.mean() < 0.5, err.mean()  # grey levels
       assert np.mean(err > 8) < 0.002  # almost no pixel visibly off
+
+
+def test_png_decodes_to_the_same_pixels():
+  import io
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for shape in ((7, 5, 3), (4, 9)):
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    decoded = Image.open(io.BytesIO(generate.png(image)))
+    assert decoded.mode == ("RGB" if len(shape) == 3 else "L")
+    np.testing.assert_array_equal(np.asarray(decoded), image)
+  with pytest.raises(ValueError, match="uint8"):
+    generate.png(np.zeros((4, 4), np.uint16))
