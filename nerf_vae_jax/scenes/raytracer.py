@@ -313,20 +313,19 @@ def _shade_points(scenes, points, ambient):
   counts = [len(v) for v, _, _ in points]
   per_scene = [-(-c // _RAY_BLOCK) for c in counts]
   n = _CALL_BLOCKS * -(-max(1, sum(per_scene)) // _CALL_BLOCKS)
+  starts = np.cumsum([0] + per_scene[:-1])  # each scene's first block
   scene_index = np.zeros(n, np.int32)
-  views = np.zeros((n, _RAY_BLOCK), np.int32)
-  xy = np.zeros((2, n, _RAY_BLOCK), np.float32)  # (padding: any valid ray)
-  start = 0
-  for s, ((v, x, y), c, m) in enumerate(zip(points, counts, per_scene)):
-    scene_index[start:start + m] = s
-    for a, b in ((views, v), (xy[0], x), (xy[1], y)):
-      a.reshape(-1)[start * _RAY_BLOCK:start * _RAY_BLOCK + c] = b
-    start += m
-  calls = [shade_blocks(scenes, *(a[i:i + _CALL_BLOCKS] for a in (scene_index, views, xy[0], xy[1])),
+  views = np.zeros(n * _RAY_BLOCK, np.int32)
+  xy = np.zeros((2, n * _RAY_BLOCK), np.float32)  # (padding: any valid ray)
+  for s, ((v, x, y), c, m, b) in enumerate(zip(points, counts, per_scene, starts)):
+    scene_index[b:b + m] = s
+    r = slice(b * _RAY_BLOCK, b * _RAY_BLOCK + c)
+    views[r], xy[0, r], xy[1, r] = v, x, y
+  blocks = [a.reshape(n, _RAY_BLOCK) for a in (views, xy[0], xy[1])]
+  calls = [shade_blocks(scenes, scene_index[i:i + _CALL_BLOCKS], *(a[i:i + _CALL_BLOCKS] for a in blocks),
                         ambient=ambient) for i in range(0, n, _CALL_BLOCKS)]  # (run asynchronously)
   rgb = np.concatenate([np.asarray(c) for c in calls]).reshape(-1, 3)
-  starts = np.cumsum([0] + per_scene[:-1]) * _RAY_BLOCK
-  return [rgb[a:a + c] for a, c in zip(starts, counts)]
+  return [rgb[b * _RAY_BLOCK:b * _RAY_BLOCK + c] for b, c in zip(starts, counts)]
 
 
 def render(scenes, *, height: int, width: int, supersample: int, ambient: float):
@@ -338,8 +337,8 @@ def render(scenes, *, height: int, width: int, supersample: int, ambient: float)
   (3) k x k rays for the colour of each pixel on an edge (``edge_pixels``,
   about 11% of the pixels). For k = 2 that is 1.6 rays per pixel on average,
   0.6 of them shaded, instead of 4 shaded rays in every pixel, and the same
-  image to half a grey level on average (tests/test_scenes.py). Each scene's pixels depend on that scene alone,
-  whatever else is in the batch.
+  image to half a grey level on average (tests/test_scenes.py). Each scene's
+  pixels depend on that scene alone, whatever else is in the batch.
 
   Args:
     scenes: dict of arrays with leading batch dimension B (from
