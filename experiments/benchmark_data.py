@@ -1,80 +1,38 @@
-"""Data throughput: scene generation (render + encode) and the input pipeline.
+"""Data throughput: scene generation and the input pipeline (nerf_vae_jax/benchmarks/data.py).
 
   python -m experiments.benchmark_data --config=64px --num_scenes=1024 --workers=2
   python -m experiments.benchmark_data --config=tiny --loader_only --data_dir=DIR
-
-Generation renders ``num_scenes`` train scenes as the builder does and
-serialises them as TFDS records (the bytes that go into ArrayRecord), so the
-scenes/s and bytes/scene extrapolate to a full build. The loader part reads a
-built split through the training pipeline with 0 and 2 grain workers.
 """
 
-from __future__ import annotations
-
-import argparse
 import json
 import sys
-import time
 
-from nerf_vae_jax.data import build, pipeline, source
-from nerf_vae_jax.scenes import generate, specs
+from absl import app, flags
 
+from experiments import common
+from nerf_vae_jax.benchmarks import data
+from nerf_vae_jax.scenes import specs
 
-def generation(config: str, num_scenes: int, workers: int) -> dict:
-  spec = specs.get_spec(config)
-  features = build.get_builder(f"shape_scenes/{config}", "/tmp/unused_tfds").info.features
-  it = generate.generate(config, "train", num_scenes + generate.CHUNK * max(workers, 1), workers)
-  for _ in range(generate.CHUNK * max(workers, 1)):  # warm-up: start and compile the workers
-    next(it)
-  start, nbytes = time.time(), 0
-  for _ in range(num_scenes):
-    _, example = next(it)
-    nbytes += len(features.serialize_example(example))
-  seconds = time.time() - start
-  total = sum(spec.splits.values())
-  return {"config": config, "workers": workers, "scenes": num_scenes, "scenes_per_s": num_scenes / seconds,
-          "bytes_per_scene": nbytes / num_scenes,
-          "full_build_scenes": total, "full_build_minutes_est": total / (num_scenes / seconds) / 60,
-          "full_build_gb_est": total * nbytes / num_scenes / 1e9}
+flags.DEFINE_enum("config", "64px", list(specs.SPECS), "The shape_scenes config.")
+flags.DEFINE_integer("num_scenes", 1024, "Scenes to generate.")
+flags.DEFINE_integer("workers", 2, "Rendering processes.")
+flags.DEFINE_string("data_dir", None, "A built dataset, for the loader part.")
+flags.DEFINE_bool("loader_only", False, "Skip the generation part.")
+FLAGS = flags.FLAGS
 
 
-def loader_scenes_per_s(name: str, data_dir: str, workers: int, batch_size: int = 16, batches: int = 60,
-                        views: pipeline.ViewSampling = pipeline.ViewSampling()) -> float:
-  """Scenes/s of the training input pipeline on a built train split, after a warm-up."""
-  src = source.SceneSource(name, "train", data_dir)
-  ds = pipeline.make_dataset(src, batch_size=batch_size, views=views, seed=0)
-  it = pipeline.make_iterator(ds, workers=workers)
-  for _ in range(5):
-    next(it)
-  start = time.time()
-  for _ in range(batches):
-    next(it)
-  return batches * batch_size / (time.time() - start)
-
-
-def loader(config: str, data_dir: str, workers: int) -> dict:
-  return {"config": config, "workers": workers,
-          "loader_scenes_per_s": loader_scenes_per_s(f"shape_scenes/{config}", data_dir, workers)}
-
-
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--config", default="64px", choices=list(specs.SPECS))
-  p.add_argument("--num_scenes", type=int, default=1024)
-  p.add_argument("--workers", type=int, default=2)
-  p.add_argument("--data_dir", default=None, help="a built dataset, for the loader part")
-  p.add_argument("--loader_only", action="store_true")
-  args = p.parse_args(argv)
-  results = []
-  if not args.loader_only:
-    results.append(generation(args.config, args.num_scenes, args.workers))
-    print(json.dumps(results[-1]), flush=True)
-  if args.data_dir:
+def measure():
+  if not FLAGS.loader_only:
+    print(json.dumps(data.generation(FLAGS.config, FLAGS.num_scenes, FLAGS.workers)), flush=True)
+  if FLAGS.data_dir:
     for w in (0, 2):
-      results.append(loader(args.config, args.data_dir, w))
-      print(json.dumps(results[-1]), flush=True)
-  return 0
+      print(json.dumps(data.loader(FLAGS.config, FLAGS.data_dir, w)), flush=True)
+
+
+def main(argv):
+  del argv
+  sys.exit(common.run(measure))
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)

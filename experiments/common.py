@@ -1,10 +1,12 @@
-"""What the entry points share: flag parsing and clear exits on bad input."""
+"""What the entry points share: flag parsing and one-line exits on the project's own errors."""
 
 from __future__ import annotations
 
 import sys
 
-from absl import flags
+from absl import flags, logging
+
+from nerf_vae_jax import errors
 
 
 def parse_flags(argv):
@@ -17,15 +19,14 @@ def parse_flags(argv):
              f"The fields are listed, with what each does, in the config file.")
 
 
-def run(fn, *args) -> int:
-  """Calls fn(*args); errors whose messages say what to do are printed without a traceback (exit code 1)."""
-  from nerf_vae_jax import checkpointing, trainer
-  from nerf_vae_jax.data import source
-  user_errors = (checkpointing.NoCheckpointError, trainer.CheckpointMismatchError, source.DatasetError,
-                 trainer.NonFiniteLossError, FileNotFoundError, ValueError)
+def run(fn, *args, **kwargs) -> int:
+  """Calls fn; the project's own errors (``errors.UserError``: bad input whose
+  message says what to do) are one line on stderr and exit code 1. Any other
+  exception keeps its traceback."""
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it renames at INFO
   try:
-    fn(*args)
-  except user_errors as e:
+    fn(*args, **kwargs)
+  except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0

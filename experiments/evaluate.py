@@ -1,31 +1,15 @@
-"""Evaluates a training run's checkpoint on held-out scenes.
+"""Evaluates a training run's checkpoint on held-out scenes (nerf_vae_jax/evaluation/run.py).
 
   python -m experiments.evaluate --workdir=DIR [--step=N] [--split=test|test_ood] [--num_scenes=M]
       [--refine_steps=20]
-
-The config comes from DIR/config.json. For K = 1..4 context views it renders
-every held-out view (views 4.. of each scene) and writes, in
-DIR/eval/<step>/<split>/:
-
-  metrics.json      {"step", "split", "num_scenes", "results": [per K: mse, psnr, ssim,
-                     depth_mae, mask_iou, elbo_per_pixel, iwae_per_pixel, baseline_psnr]}
-                    (+ "refined_results" with --refine_steps)
-  grid_k<K>.png     rows of scenes: context views | target | prediction | depth | error
-  orbit_<i>.gif     the first scenes, inferred from 4 views, seen from an orbit
-
-and DIR/eval/<step>/report.html (all splits, the NeRF baseline and samples
-found there). See nerf_vae_jax/evaluation.py for the protocol.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import json
-import os
 import sys
-import time
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from experiments import common
+from nerf_vae_jax.evaluation import run
 
 flags.DEFINE_string("workdir", None, "The training run's workdir (holds config.json and checkpoints/).")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -39,86 +23,11 @@ flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 
-def step_dir(workdir: str, step: int) -> str:
-  return os.path.join(workdir, "eval", str(step))
-
-
-def image_grid(scenes, preds, num_context: int, num_images: int):
-  """uint8 grid: per scene, context views (blank where unused) | target | prediction | depth (where the
-  rendered opacity > 0.5) | error."""
-  from nerf_vae_jax import evaluation, visualize
-  rows = []
-  for scene, rgb, depth, acc in zip(scenes[:num_images], preds["rgb"], preds["depth"], preds["acc"]):
-    ctx = [im if i < num_context else visualize.blank_like(im)
-           for i, im in enumerate(scene["images"][:evaluation.MAX_CONTEXT])]
-    target, pred = scene["images"][evaluation.MAX_CONTEXT], evaluation.to_uint8(rgb[0])
-    far = float(scene["depths"][evaluation.MAX_CONTEXT].max()) or None
-    rows.append(ctx + [target, pred, visualize.depth_to_rgb(depth[0] * (acc[0] > 0.5), far), visualize.error_to_rgb(pred, target)])
-  return visualize.grid(rows)
-
-
-def evaluate(workdir, step=None, split="test", num_scenes=None, context=(1, 2, 3, 4), refine_steps=0,
-             num_images=4, data_dir=None) -> str:
-  """Runs the evaluation; returns the folder it wrote."""
-  from nerf_vae_jax import evaluation, report, trainer, visualize
-  from nerf_vae_jax.data import source
-
-  for k in context:
-    if not 1 <= k <= evaluation.MAX_CONTEXT:
-      raise ValueError(f"--context={k}: context views must be between 1 and {evaluation.MAX_CONTEXT}.")
-  config, model, spec, params, step = trainer.restore_params(workdir, step)
-  src = source.SceneSource(config.data.name, split, data_dir or config.data.data_dir)
-  if spec.num_views <= evaluation.MAX_CONTEXT:
-    raise ValueError(f"{src.name} has {spec.num_views} views per scene; evaluation needs more than "
-                     f"{evaluation.MAX_CONTEXT} (the first {evaluation.MAX_CONTEXT} are the context candidates).")
-  num_scenes = min(num_scenes or config.eval.num_scenes, len(src))
-  scenes = [src[i] for i in range(num_scenes)]
-  out_dir = os.path.join(step_dir(workdir, step), split)
-  os.makedirs(out_dir, exist_ok=True)
-  print(f"Evaluating step {step} of {workdir} on {num_scenes} {split} scenes of {src.name} ...", flush=True)
-
-  base = evaluation.Settings(num_samples=config.eval.iwae_samples, likelihood_scale=config.loss.likelihood_scale,
-                             chunk=config.eval.chunk)
-  runs = [("results", base)]
-  if refine_steps:
-    runs.append(("refined_results", dataclasses.replace(base, refine_steps=refine_steps)))
-  metrics = {"step": step, "split": split, "num_scenes": num_scenes}
-  for field, settings in runs:
-    metrics[field] = []
-    for k in context:
-      t0 = time.time()
-      per_scene, preds = evaluation.evaluate(model, params, scenes, k, settings, seed=config.seed)
-      row = {"num_context_views": k, **evaluation.summarize(per_scene)}
-      metrics[field].append(row)
-      label = f"K={k}" + (f", refined {refine_steps} steps" if settings.refine_steps else "")
-      print(f"  {label}: PSNR {row['psnr']:.2f} dB (baseline {row['baseline_psnr']:.2f}), SSIM {row['ssim']:.3f}, "
-            f"depth MAE {row['depth_mae']:.3f}, mask IoU {row['mask_iou']:.3f}, ELBO/pixel "
-            f"{row['elbo_per_pixel']:.3f}, IWAE/pixel {row['iwae_per_pixel']:.3f}  ({time.time() - t0:.0f} s)",
-            flush=True)
-      suffix = "_refined" if settings.refine_steps else ""
-      visualize.save_png(os.path.join(out_dir, f"grid_k{k}{suffix}.png"),
-                         image_grid(scenes, preds, k, num_images), scale=2)
-  if refine_steps:
-    metrics["refine_steps"] = refine_steps
-  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2)
-
-  k = max(context)
-  for i, scene in enumerate(scenes[:num_images]):
-    visualize.save_gif(os.path.join(out_dir, f"orbit_{i}.gif"),
-                       evaluation.render_orbit(model, params, scene, k, spec), scale=2)
-  html = report.write(workdir, step)
-  print(f"Wrote {out_dir}/metrics.json, image grids, orbit GIFs and {html}", flush=True)
-  return out_dir
-
-
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
-  from experiments import common
-  return common.run(evaluate, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.num_scenes,
-                    [int(k) for k in FLAGS.context], FLAGS.refine_steps, FLAGS.num_images, FLAGS.data_dir)
+  sys.exit(common.run(run.evaluate, FLAGS.workdir, FLAGS.step, FLAGS.split, FLAGS.num_scenes,
+                      [int(k) for k in FLAGS.context], FLAGS.refine_steps, FLAGS.num_images, FLAGS.data_dir))
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  app.run(main)

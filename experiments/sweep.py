@@ -14,7 +14,6 @@ apply to every trial.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import os
@@ -22,7 +21,16 @@ import shlex
 import subprocess
 import sys
 
-from nerf_vae_jax import summaries
+from absl import app, flags
+
+from nerf_vae_jax.train import summaries
+
+flags.DEFINE_string("config", None, "Experiment config file[:variant] for every trial.")
+flags.DEFINE_string("sweep", None, "A file with get_sweep().")
+flags.DEFINE_string("workdir", None, "Trials go to WORKDIR/trial_<i>.")
+flags.DEFINE_bool("dry_run", False, "Print the trial commands only.")
+flags.mark_flags_as_required(["config", "sweep", "workdir"])
+FLAGS = flags.FLAGS
 
 COLUMNS = ("step", "loss", "elbo_per_pixel", "kl", "psnr")
 
@@ -61,30 +69,25 @@ def write_summary(workdir: str, trials: list[dict]) -> None:
       f.write("| " + " | ".join(fmt(r[h]) for h in header) + " |\n")
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", required=True)
-  parser.add_argument("--sweep", required=True, help="a file with get_sweep()")
-  parser.add_argument("--workdir", required=True)
-  parser.add_argument("--dry_run", action="store_true", help="print the trial commands only")
-  args, extra = parser.parse_known_args(argv)
+def main(argv) -> int:
+  extra = argv[1:]  # what absl did not know: --config.x=y overrides for every trial
   bad = [a for a in extra if not a.startswith("--config.")]
   if bad:
-    parser.error(f"unknown arguments {bad}; only --config.x=y overrides pass through to the trials.")
-  trials = load_sweep(args.sweep)
+    sys.exit(f"error: unknown arguments {bad}; only --config.x=y overrides pass through to the trials.")
+  trials = load_sweep(FLAGS.sweep)
   for i, overrides in enumerate(trials):
-    cmd = trial_command(args.config, os.path.join(args.workdir, f"trial_{i}"), overrides, extra)
-    if args.dry_run:
+    cmd = trial_command(FLAGS.config, os.path.join(FLAGS.workdir, f"trial_{i}"), overrides, extra)
+    if FLAGS.dry_run:
       print(shlex.join(["python", *cmd[1:]]))
       continue
     print(f"trial {i + 1}/{len(trials)}: {overrides}", flush=True)
     if subprocess.run(cmd).returncode != 0:
       print(f"trial {i} failed; see its output above.", file=sys.stderr)
-  if not args.dry_run:
-    write_summary(args.workdir, trials)
-    print(f"Summary: {os.path.join(args.workdir, 'summary.md')} and summary.csv")
+  if not FLAGS.dry_run:
+    write_summary(FLAGS.workdir, trials)
+    print(f"Summary: {os.path.join(FLAGS.workdir, 'summary.md')} and summary.csv")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))

@@ -9,7 +9,7 @@ and --process_id, or set the environment variables jax.distributed reads
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
@@ -26,15 +26,14 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every file it renames at INFO
   import jax
   if FLAGS.coordinator_address or FLAGS.distributed:
     # CPU collectives across processes (no effect on GPU/TPU collectives). Nothing
     # may touch the backend before initialize().
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  from nerf_vae_jax import trainer
-  sys.exit(common.run(trainer.train, FLAGS.config, FLAGS.workdir))
+  from nerf_vae_jax.train import loop
+  sys.exit(common.run(loop.train, FLAGS.config, FLAGS.workdir))
 
 
 if __name__ == "__main__":

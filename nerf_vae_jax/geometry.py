@@ -114,6 +114,13 @@ def look_at(position, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0), xp=jnp):
   return xp.concatenate([top, bottom], axis=-2)
 
 
+def on_sphere(distance, azimuth, elevation, xp=np):
+  """Points [..., 3] at ``distance`` from the origin; angles in radians,
+  elevation above the xy plane, azimuth from +x towards +y."""
+  ce = xp.cos(elevation)
+  return distance * xp.stack([ce * xp.cos(azimuth), ce * xp.sin(azimuth), xp.sin(elevation)], axis=-1)
+
+
 def intrinsics_from_fov(fov_degrees: float, height: int, width: int) -> np.ndarray:
   """(fx, fy, cx, cy) [4] float32 for square pixels and a horizontal field of view."""
   f = 0.5 * width / np.tan(0.5 * np.deg2rad(fov_degrees))

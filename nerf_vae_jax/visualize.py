@@ -74,3 +74,8 @@ def save_gif(path, frames, scale: int = 1, duration_ms: int = 80) -> None:
   if scale > 1:
     ims = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in ims]
   ims[0].save(path, save_all=True, append_images=ims[1:], duration=duration_ms, loop=0)
+
+
+def to_uint8(rgb) -> np.ndarray:
+  """Colours in [0, 1] (any array) -> uint8 (clipped, rounded)."""
+  return (np.clip(np.asarray(rgb), 0, 1) * 255).round().astype(np.uint8)

@@ -1,12 +1,16 @@
-"""Shared fixtures: the tiny dataset is built once per test session."""
+"""Shared fixtures: the tiny dataset is built once per test session; in-process
+tests see 2 host devices (data parallelism is exercised in-process)."""
 
 import os
 import subprocess
 import sys
 
 import pytest
+from absl import flags
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")  # before JAX starts
+flags.FLAGS.mark_as_parsed()  # as an absl app would (grain's worker processes read absl flags)
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +21,7 @@ def tiny_data_dir(tmp_path_factory):
   return data_dir
 
 
-# ---- The experiment runner in subprocesses, on a toy model (runner and evaluation tests).
+# ---- A toy model of the tiny config (runner and evaluation tests), as flags and as a config.
 SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.train.log_every=1",
          "--config.train.image_every=0", "--config.model.num_coarse=8", "--config.model.num_fine=8",
          "--config.loss.num_rays=32", "--config.model.encoder_channels=(8,16)", "--config.model.mlp_width=32",
@@ -44,3 +48,16 @@ def run_ok(env, args, **kw):
   r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, **kw)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
   return r
+
+
+def small_config(data_dir, steps, ckpt_every=4):
+  """The config of ``train_args``, for in-process runs."""
+  from experiments.configs import shape_scenes
+  import ast
+  c = shape_scenes.get_config("tiny")
+  for arg in SMALL[1:]:
+    field, value = arg[len("--config."):].split("=")
+    section, name = field.split(".")
+    c[section][name] = ast.literal_eval(value) if not value.isidentifier() else value
+  c.data.data_dir, c.train.num_steps, c.train.checkpoint_every = data_dir, steps, ckpt_every
+  return c

@@ -8,9 +8,12 @@ import jax
 import pytest
 from conftest import SMALL
 
-from experiments import benchmark
+
 from experiments.configs import shape_scenes
-from nerf_vae_jax import flops, trainer, training
+from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import flops
+from nerf_vae_jax.benchmarks import train_step as benchmark
+from nerf_vae_jax.train import step as training, workdir as trainer
 from nerf_vae_jax.models import nerf_vae
 
 
@@ -22,7 +25,7 @@ def test_flop_formula_matches_xla_cost_analysis(latent):
   model, spec = trainer.make_model(config)
   batch = benchmark.synthetic_batch(spec, config.data, 2)
   params = jax.eval_shape(lambda k: training.init_state(model, training.make_optimizer(config.train),
-                                                        training.dummy_batch(spec, config.data), k),
+                                                        batch_lib.example(batch_lib.for_config(config, spec.height, spec.width)), k),
                           jax.random.PRNGKey(0))["params"]
   loss = lambda p: nerf_vae.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=128, likelihood_scale=0.1)[0]
   xla = jax.jit(loss).lower(params).compile().cost_analysis()["flops"]

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from nerf_vae_jax import errors
 from nerf_vae_jax.data import build, source
 from nerf_vae_jax.scenes import raytracer, sampler, specs
 
@@ -32,9 +33,9 @@ def test_large_splits_are_written_shard_by_shard_in_scene_order(tmp_path, monkey
   1 GB to temporary files through TensorFlow (not installed); shard by shard,
   nothing is spilled: with the spill threshold at 0 bytes the build still works."""
   import tensorflow_datasets.core.shuffle as tfds_shuffle
-  from nerf_vae_jax.scenes import generate
+  from nerf_vae_jax.scenes import shards
   monkeypatch.setattr(tfds_shuffle, "MAX_MEM_BUFFER_SIZE", 0)
-  monkeypatch.setattr(generate, "SHARD_SIZE", 200)
+  monkeypatch.setattr(shards, "SHARD_SIZE", 200)
   build.build("shape_scenes/tiny", str(tmp_path), workers=2)
   folder = build.built_dir("shape_scenes/tiny", str(tmp_path))
   assert len(list(folder.glob("shape_scenes-train.array_record-*-of-00003"))) == 3
@@ -71,20 +72,21 @@ def test_decoded_features_match_the_spec_and_the_renderer(tiny_data_dir):
 def test_unknown_config_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="Unknown shape_scenes config 'huge'.*tiny, 64px, 64px_mini, dense"):
     build.build("shape_scenes/huge", str(tmp_path))
-  r = subprocess.run([PY, "-m", "nerf_vae_jax.data.build", "shape_scenes/huge", f"--data_dir={tmp_path}"],
+  r = subprocess.run([PY, "-m", "experiments.build", "shape_scenes/huge", f"--data_dir={tmp_path}"],
                      capture_output=True, text=True)
-  assert r.returncode == 2 and "known configs: tiny, 64px, 64px_mini, dense" in r.stderr
+  assert r.returncode == 1 and "known configs: tiny, 64px, 64px_mini, dense" in r.stderr
+  assert "Traceback" not in r.stderr  # the project's own error: one line
 
 
 def test_unwritable_data_dir_is_a_clear_error(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
-  with pytest.raises(PermissionError, match="Cannot write the dataset to data_dir=.*--data_dir"):
+  with pytest.raises(errors.UserError, match="Cannot write the dataset to data_dir=.*--data_dir"):
     build.build("shape_scenes/tiny", str(blocker / "sub"))
 
 
 def test_missing_dataset_and_split_are_clear_errors(tmp_path, tiny_data_dir):
-  with pytest.raises(source.DatasetError, match="(?s)not built in .*python -m nerf_vae_jax.data.build shape_scenes/tiny"):
+  with pytest.raises(source.DatasetError, match="(?s)not built in .*python -m experiments.build shape_scenes/tiny"):
     source.SceneSource("shape_scenes/tiny", "train", str(tmp_path))
   with pytest.raises(source.DatasetError, match="no split 'validation'; its splits are: .*train"):
     source.SceneSource("shape_scenes/tiny", "validation", tiny_data_dir)
@@ -117,7 +119,7 @@ def test_corrupted_record_is_caught_on_read(tiny_data_dir, tmp_path):
 
 
 def test_interrupted_build_never_looks_complete(tmp_path):
-  proc = subprocess.Popen([PY, "-m", "nerf_vae_jax.data.build", "shape_scenes/tiny", f"--data_dir={tmp_path}"],
+  proc = subprocess.Popen([PY, "-m", "experiments.build", "shape_scenes/tiny", f"--data_dir={tmp_path}"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
   deadline = time.time() + 60
   while not list(tmp_path.glob("shape_scenes/tiny/incomplete*")) and time.time() < deadline:

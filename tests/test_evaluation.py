@@ -16,10 +16,12 @@ import pytest
 from conftest import run_ok, train_args
 
 from experiments.configs import shape_scenes
-from nerf_vae_jax import evaluation, training
+from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax.evaluation import metrics, protocol
+from nerf_vae_jax.train import step as training
 from nerf_vae_jax.baselines import nerf
 from nerf_vae_jax.data import source
-from nerf_vae_jax.models import nerf_vae
+from nerf_vae_jax.models import nerf_vae, posterior
 
 # One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
 pytestmark = pytest.mark.xdist_group("evaluation")
@@ -47,28 +49,29 @@ def test_ssim_matches_its_definition_and_closed_forms():
   rng = np.random.default_rng(0)
   a = rng.uniform(size=(20, 17, 3))
   b = np.clip(a + 0.2 * rng.normal(size=a.shape), 0, 1)
-  assert evaluation.ssim(a, b) == pytest.approx(_ssim_reference(a, b), rel=1e-9)
-  assert evaluation.ssim(a, a) == pytest.approx(1.0)
+  assert metrics.ssim(a, b) == pytest.approx(_ssim_reference(a, b), rel=1e-9)
+  assert metrics.ssim(a, a) == pytest.approx(1.0)
   # Constant images: only the luminance term is left, (2 mu_a mu_b + c1) / (mu_a^2 + mu_b^2 + c1).
   ca, cb = np.full((16, 16, 3), 0.3), np.full((16, 16, 3), 0.6)
-  assert evaluation.ssim(ca, cb) == pytest.approx((2 * 0.18 + 1e-4) / (0.09 + 0.36 + 1e-4))
-  batch = evaluation.ssim(np.stack([a, a]), np.stack([a, b]))  # leading axes carried
-  np.testing.assert_allclose(batch, [1.0, evaluation.ssim(a, b)])
+  assert metrics.ssim(ca, cb) == pytest.approx((2 * 0.18 + 1e-4) / (0.09 + 0.36 + 1e-4))
+  batch = metrics.ssim(np.stack([a, a]), np.stack([a, b]))  # leading axes carried
+  np.testing.assert_allclose(batch, [1.0, metrics.ssim(a, b)])
 
 
 def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
-  assert evaluation.psnr(0.01) == pytest.approx(20.0)
+  assert metrics.psnr(0.01) == pytest.approx(20.0)
   scene = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[0]
-  held = slice(evaluation.MAX_CONTEXT, None)
+  held = slice(protocol.CONTEXT_CANDIDATES, None)
   truth = scene["images"][held] / 255.0
-  perfect = evaluation.scene_metrics(truth, scene["depths"][held], (scene["masks"][held] > 0).astype(float), scene, 2)
+  perfect = metrics.scene_metrics(truth, scene["depths"][held], (scene["masks"][held] > 0).astype(float), scene, 2,
+                                  held)
   assert perfect["mse"] == 0 and perfect["psnr"] == pytest.approx(100.0)
   assert perfect["ssim"] == pytest.approx(1.0) and perfect["depth_mae"] == 0 and perfect["mask_iou"] == 1.0
   mean_colour = scene["images"][:2].reshape(-1, 3).mean(0) / 255.0
   assert perfect["baseline_psnr"] == pytest.approx(-10 * np.log10(np.mean((truth - mean_colour) ** 2)))
   # Shifted by 0.1 (inside [0, 1]), depth off by 0.25 everywhere, nothing opaque.
   shifted = np.clip(truth, 0, 0.9) + 0.1
-  m = evaluation.scene_metrics(shifted, scene["depths"][held] + 0.25, np.zeros(truth.shape[:-1]), scene, 2)
+  m = metrics.scene_metrics(shifted, scene["depths"][held] + 0.25, np.zeros(truth.shape[:-1]), scene, 2, held)
   assert m["mse"] == pytest.approx(np.mean((shifted - truth) ** 2))
   assert m["depth_mae"] == pytest.approx(0.25, rel=1e-5) and m["mask_iou"] == 0.0
 
@@ -82,7 +85,7 @@ def test_nerf_baseline_fits_one_tiny_scene(tiny_data_dir):
   params, fit_psnr = nerf.fit(model, scene["images"][None], scene["intrinsics"][None], scene["cam_to_world"][None],
                               np.array([8]), jax.random.PRNGKey(0), steps=300, num_rays=256)
   out = nerf.render_views(model, params, scene["intrinsics"][None, :2], scene["cam_to_world"][None, :2], 32, 32)
-  m = evaluation.scene_metrics(out["rgb"][0], out["depth"][0], out["acc"][0], scene, 8, slice(0, 2))
+  m = metrics.scene_metrics(out["rgb"][0], out["depth"][0], out["acc"][0], scene, 8, slice(0, 2))
   # A NeRF that saw all 8 views renders two of them far better than their mean colour,
   # with the objects' silhouettes in place.
   assert m["psnr"] > m["baseline_psnr"] + 6.0, m
@@ -95,22 +98,20 @@ def test_refinement_raises_the_context_elbo(tiny_data_dir):
   config = shape_scenes.get_config("tiny")
   model = nerf_vae.from_config(config.model, 1.0)
   params = jax.jit(functools.partial(training.init_state, model, training.make_optimizer(config.train)))(
-      training.dummy_batch(src.spec, config.data), jax.random.PRNGKey(0))["params"]
-  batch = evaluation.context_batch([src[0], src[1]], 3)
-  mean, scale = model.apply(params, batch["context_images"], batch["context_intrinsics"],
-                            batch["context_cam_to_world"], batch["context_mask"], method=nerf_vae.NeRFVAE.infer)
-  settings = evaluation.Settings(refine_steps=40, refine_rays=256)
+      batch_lib.example(batch_lib.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))["params"]
+  batch = protocol.context_batch([src[0], src[1]], 3)
+  mean, scale = nerf_vae.infer(model, params, batch)
+  settings = protocol.Settings(refine_steps=40, refine_rays=256)
 
   @jax.jit
-  def context_elbo(m, s):  # a fixed-key estimate over 2048 context pixels per scene
-    o, d, x, pixels = evaluation._context_rays(batch, jax.random.PRNGKey(7), 2048)
-    lls = [nerf_vae.gaussian_log_likelihood(
-        x, model.apply(params, nerf_vae.sample_latent(jax.random.PRNGKey(i), m, s), o, d, jax.random.PRNGKey(0),
-                       False, method=nerf_vae.NeRFVAE.render_rays)["fine"]["rgb"], 0.1) for i in range(4)]
-    from nerf_vae_jax.models import posterior
-    return (jnp.mean(jnp.stack(lls), 0) * pixels / 2048 - posterior.kl_to_standard_normal(m, s)) / pixels
+  def context_elbo(m, s):  # a fixed-key estimate over 2048 context pixels per scene, per pixel
+    rays = nerf_vae.sample_rays(batch["context_images"], batch["context_intrinsics"], batch["context_cam_to_world"],
+                                jax.random.PRNGKey(7), 2048, jnp.sum(batch["context_mask"], axis=1))
+    ll, log_ratio = nerf_vae.posterior_samples(model, params, m, s, rays, jax.random.PRNGKey(0), num_samples=4,
+                                               likelihood_scale=0.1)
+    return (jnp.mean(ll, 0) - posterior.kl_to_standard_normal(m, s)) / (rays.pixels_per_ray * 2048)
 
-  refined = jax.jit(lambda m, s: evaluation.refine_posterior(model, params, batch, m, s, jax.random.PRNGKey(1),
+  refined = jax.jit(lambda m, s: protocol.refine_posterior(model, params, batch, m, s, jax.random.PRNGKey(1),
                                                              settings))(mean, scale)
   before, after = context_elbo(mean, scale), context_elbo(*refined)
   assert np.all(np.asarray(after) > np.asarray(before) + 0.05), (before, after)

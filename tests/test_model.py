@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import shape_scenes
-from nerf_vae_jax import training
+from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax.evaluation import metrics as metrics_lib
+from nerf_vae_jax.train import step as training
 from nerf_vae_jax.data import pipeline, source
 from nerf_vae_jax.models import nerf_vae, posterior
 
@@ -57,7 +59,7 @@ def tiny_setup(tiny_data_dir):
 
 def _batch(scenes, rng, views=pipeline.ViewSampling(1, 4, 2)):
   picked = [pipeline.select_views(s, rng, views) for s in scenes]
-  return {k: jnp.asarray(np.stack([p[k] for p in picked])) for k in training.BATCH_KEYS}
+  return {k: jnp.asarray(np.stack([p[k] for p in picked])) for k in batch_lib.KEYS}
 
 
 def _model_and_params(config, src, **overrides):
@@ -66,7 +68,7 @@ def _model_and_params(config, src, **overrides):
   model = nerf_vae.from_config(config.model, src.spec.scene_radius)
   tx = training.make_optimizer(config.train)
   init = jax.jit(functools.partial(training.init_state, model, tx))
-  state = init(training.dummy_batch(src.spec, config.data), jax.random.PRNGKey(0))
+  state = init(batch_lib.example(batch_lib.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
   return model, tx, state
 
 
@@ -78,8 +80,8 @@ def test_encoder_posterior_ignores_view_order(tiny_setup, latent):
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape), state["params"])
   b = _batch(scenes, np.random.default_rng(0))
   mask = jnp.array([[1, 1, 1, 0]] * 4, bool)
-  infer = jax.jit(lambda perm: model.apply(params, b["context_images"][:, perm], b["context_intrinsics"][:, perm],
-                                   b["context_cam_to_world"][:, perm], mask[:, perm], method=nerf_vae.NeRFVAE.infer))
+  infer = jax.jit(lambda perm: nerf_vae.infer(model, params, dict(
+      {k: b[k][:, perm] for k in batch_lib.CONTEXT_KEYS}, context_mask=mask[:, perm])))
   m0, s0 = infer(jnp.array([0, 1, 2, 3]))
   m1, s1 = infer(jnp.array([2, 0, 1, 3]))
   np.testing.assert_allclose(m1, m0, rtol=1e-4, atol=1e-5)
@@ -117,7 +119,7 @@ def test_bfloat16_matmuls_keep_float32_params_and_close_loss(tiny_setup):
     cfg.model.dtype = dtype
     model = nerf_vae.from_config(cfg.model, 1.0)
     init = jax.jit(functools.partial(training.init_state, model, training.make_optimizer(cfg.train)))
-    state = init(training.dummy_batch(src.spec, cfg.data), jax.random.PRNGKey(0))
+    state = init(batch_lib.example(batch_lib.for_config(cfg, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state["params"]))
     loss_fn = jax.jit(functools.partial(nerf_vae.elbo_loss, model, num_rays=256, likelihood_scale=0.1))
     loss, _ = loss_fn(state["params"], b, jax.random.PRNGKey(1))
@@ -151,12 +153,11 @@ def test_fits_a_few_scenes_well_above_the_mean_colour_baseline(tiny_setup):
   assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 3.0  # nats per pixel
 
   b = _batch(scenes, np.random.default_rng(123))  # other context and target views
-  mean, _ = model.apply(state["params"], b["context_images"], b["context_intrinsics"], b["context_cam_to_world"],
-                        b["context_mask"], method=nerf_vae.NeRFVAE.infer)
+  mean, _ = nerf_vae.infer(model, state["params"], b)
   out = nerf_vae.render_views(model, state["params"], mean, b["target_intrinsics"], b["target_cam_to_world"], 32, 32)
   target = b["target_images"] / 255.0
   w = b["context_mask"][:, :, None, None, None]
   ctx_mean = jnp.sum(b["context_images"] / 255.0 * w, axis=(1, 2, 3)) / (jnp.sum(w, axis=(1, 2, 3)) * 32 * 32)
-  baseline = float(nerf_vae.psnr(jnp.mean(jnp.square(target - ctx_mean[:, None, None, None]))))
-  model_psnr = float(nerf_vae.psnr(jnp.mean(jnp.square(out["rgb"] - target))))
+  baseline = float(metrics_lib.psnr(jnp.mean(jnp.square(target - ctx_mean[:, None, None, None]))))
+  model_psnr = float(metrics_lib.psnr(jnp.mean(jnp.square(out["rgb"] - target))))
   assert model_psnr > baseline + 2.0, (model_psnr, baseline)

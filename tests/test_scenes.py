@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nerf_vae_jax import geometry
-from nerf_vae_jax.scenes import generate, raytracer, sampler, specs
+from nerf_vae_jax.scenes import raytracer, sampler, shards, specs
 
 SPEC = dataclasses.replace(specs.get_spec("tiny"), num_views=4)
 
@@ -142,9 +142,9 @@ def test_cameras_stay_in_their_shells():
 
 
 def test_same_seed_same_bytes_whatever_the_chunking():
-  a = generate.render_chunk("tiny", "train", 0, 8)
-  b = generate.render_chunk("tiny", "train", 3, 5)  # other chunk, other padding
-  c = generate.render_chunk("tiny", "train", 0, 8)
+  a = shards.render_chunk("tiny", "train", 0, 8)
+  b = shards.render_chunk("tiny", "train", 3, 5)  # other chunk, other padding
+  c = shards.render_chunk("tiny", "train", 0, 8)
   for (ia, ea), (ic, ec) in zip(a, c):
     assert ia == ic and ea["images"] == ec["images"] and (ea["depths"] == ec["depths"]).all()
   for (ib, eb) in b:
@@ -179,8 +179,8 @@ def test_png_decodes_to_the_same_pixels():
   rng = np.random.default_rng(0)
   for shape in ((7, 5, 3), (4, 9)):
     image = rng.integers(0, 256, shape, dtype=np.uint8)
-    decoded = Image.open(io.BytesIO(generate.png(image)))
+    decoded = Image.open(io.BytesIO(shards.png(image)))
     assert decoded.mode == ("RGB" if len(shape) == 3 else "L")
     np.testing.assert_array_equal(np.asarray(decoded), image)
   with pytest.raises(ValueError, match="uint8"):
-    generate.png(np.zeros((4, 4), np.uint16))
+    shards.png(np.zeros((4, 4), np.uint16))

@@ -3,11 +3,11 @@ install: the project's own tests are in tests/test_dataset.py)."""
 
 import tensorflow_datasets as tfds
 
-from . import shape_scenes_dataset_builder
+from nerf_vae_jax.data import shape_scenes
 
 
 class ShapeScenesTest(tfds.testing.DatasetBuilderTestCase):
-  DATASET_CLASS = shape_scenes_dataset_builder.Builder
+  DATASET_CLASS = shape_scenes.ShapeScenes
   BUILDER_CONFIG_NAMES_TO_TEST = ["tiny"]
   SPLITS = {"train": 512, "test": 64, "test_ood": 64}
   SKIP_CHECKSUMS = True

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from nerf_vae_jax import geometry, rendering
+from nerf_vae_jax.evaluation import metrics
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.models.scene_function import SceneFunction
 
@@ -121,9 +122,9 @@ def fit(model: NeRF, images, intrinsics, cam_to_world, num_views, key, *, steps:
     params, opt_state, mse = run(params, opt_state, done, length, data)
     done += length
     if log_every:
-      print(f"  NeRF step {done}/{steps}: training PSNR {float(jnp.mean(-10 * jnp.log10(mse))):.2f} dB "
+      print(f"  NeRF step {done}/{steps}: training PSNR {float(jnp.mean(metrics.psnr(mse, jnp))):.2f} dB "
             f"(mean of {n})", flush=True)
-  return params, -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+  return params, metrics.psnr(mse, jnp)
 
 
 def render_views(model: NeRF, params, intrinsics, cam_to_world, height: int, width: int, chunk: int = 4096):

@@ -16,9 +16,11 @@ import dataclasses
 import functools
 
 import grain
-from absl import flags
 import numpy as np
+from absl import flags
 
+from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import errors
 from nerf_vae_jax.data.source import SceneSource
 
 
@@ -38,11 +40,9 @@ class ViewSampling:
 def select_views(scene: dict, rng: np.random.Generator, views: ViewSampling) -> dict:
   """Splits one scene's views into context and targets.
 
-  Returns (K = max_context, T = num_targets):
-    context_images uint8 [K, H, W, 3], context_intrinsics float32 [K, 4],
-    context_cam_to_world float32 [K, 4, 4], context_mask bool [K] (padding
-    repeats real views and is masked out), target_images uint8 [T, H, W, 3],
-    target_intrinsics [T, 4], target_cam_to_world [T, 4, 4], scene_id int64.
+  Returns one element of a batch (``nerf_vae_jax/batch.py``; K =
+  max_context, T = num_targets; padding repeats real views and is masked
+  out) and its scene_id (int64).
   """
   num_views = scene["images"].shape[0]
   k, t = views.max_context, views.num_targets
@@ -52,16 +52,7 @@ def select_views(scene: dict, rng: np.random.Generator, views: ViewSampling) -> 
   n = int(rng.integers(views.min_context, views.max_context + 1))
   context = np.concatenate([order[:n], np.resize(order[:n], k - n)])  # pad with real views
   target = order[k:k + t]
-  out = {"scene_id": np.int64(scene["scene_id"]), "context_mask": np.arange(k) < n}
-  for prefix, idx in (("context", context), ("target", target)):
-    out[f"{prefix}_images"] = scene["images"][idx]
-    out[f"{prefix}_intrinsics"] = scene["intrinsics"][idx]
-    out[f"{prefix}_cam_to_world"] = scene["cam_to_world"][idx]
-  return out
-
-
-def _select_views(scene, rng, views):
-  return select_views(scene, rng, views)
+  return dict(batch_lib.from_views(scene, context, n, target), scene_id=np.int64(scene["scene_id"]))
 
 
 class _ProcessRows(grain.MapDataset):
@@ -101,7 +92,7 @@ def make_dataset(source: SceneSource, *, batch_size: int, views: ViewSampling, s
     batch_size: scenes per batch *in this process* (global / process_count).
   """
   ds = grain.MapDataset.source(source)
-  select = functools.partial(_select_views, views=views)
+  select = functools.partial(select_views, views=views)
   if not train:
     return ds[process_index::process_count].random_map(select, seed=seed).batch(batch_size)
   ds = ds.shuffle(seed=seed).repeat(None).random_map(select, seed=seed)
@@ -114,7 +105,10 @@ def make_iterator(dataset: grain.MapDataset, workers: int = 0, buffer: int = 2):
   """A checkpointable iterator over ``dataset``, ``workers`` processes deep."""
   ds = dataset.to_iter_dataset()
   if workers > 0:
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags
-      flags.FLAGS.mark_as_parsed()
+    if not flags.FLAGS.is_parsed():
+      raise errors.UserError(
+          "grain's worker processes read absl flags, which are not parsed in this process: run from an absl "
+          "app (the experiments/ commands are), call absl.flags.FLAGS.mark_as_parsed() first, or use "
+          "config.data.workers=0.")
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=buffer))
   return iter(ds)

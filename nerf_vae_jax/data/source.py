@@ -10,15 +10,17 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from nerf_vae_jax import errors
 from nerf_vae_jax.data import build
+from nerf_vae_jax.scenes import specs
 
 
-class DatasetError(RuntimeError):
+class DatasetError(errors.UserError):
   """A dataset that is missing, incomplete or damaged; the message says what to do."""
 
 
 def _rebuild_hint(name: str, data_dir: str) -> str:
-  return f"python -m nerf_vae_jax.data.build {name} --data_dir={data_dir}"
+  return f"python -m experiments.build {name} --data_dir={data_dir}"
 
 
 class SceneSource:
@@ -29,7 +31,7 @@ class SceneSource:
 
   def __init__(self, name: str, split: str, data_dir: str | None = None):
     data_dir = data_dir or build.default_data_dir()
-    self.spec = build.parse_name(name)
+    self.spec = specs.parse_name(name)
     self.name = f"shape_scenes/{self.spec.name}"
     self.split, self.data_dir = split, data_dir
     folder = build.built_dir(self.name, data_dir)

@@ -4,25 +4,28 @@ march rays through the latent-conditioned scene function, composite.
 ``NeRFVAE`` is a Flax Linen module with three methods used through
 ``model.apply(params, ..., method=...)``:
 
-* ``infer(images, intrinsics, cam_to_world, mask)`` -> posterior (mean, scale)
+* ``infer(context)`` -> posterior (mean, scale); ``context`` is a batch (or
+  its context part, ``batch.context``), see ``nerf_vae_jax/batch.py``
 * ``render_rays(latent, origins, directions, key, randomized)`` -> coarse and fine renders
 * ``__call__`` (for ``init``): both.
 
-The module functions below build on it: the ELBO training loss, the IWAE
-bound, prior sampling and chunked rendering of whole cameras. Shapes: B
-scenes, K context views, T target views, R rays, S samples per ray.
+The functions below build on it. ``ray_log_likelihood`` is the one place
+where the likelihood of pixels is computed and rescaled to whole images:
+the ELBO, the IWAE bound, evaluation and test-time refinement all call it.
+Shapes: B scenes, K context views, T target views, R rays, S samples per ray.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nerf_vae_jax import geometry, rendering
+from nerf_vae_jax import errors, geometry, rendering
+from nerf_vae_jax.evaluation import metrics as metrics_lib
 from nerf_vae_jax.models import posterior
 from nerf_vae_jax.models.encoder import Encoder
 from nerf_vae_jax.models.scene_function import BackgroundHead, SceneFunction
@@ -60,16 +63,19 @@ class NeRFVAE(nn.Module):
         scene_radius=self.scene_radius, dtype=self.dtype)
     self.background = BackgroundHead()
 
-  def infer(self, images, intrinsics, cam_to_world, mask):
+  def infer(self, context: dict):
     """The posterior over the scene latent from K context views.
 
     Args:
-      images: uint8 [B, K, H, W, 3]; intrinsics [B, K, 4]; cam_to_world
-        [B, K, 4, 4]; mask: bool [B, K], which views are real.
+      context: a dict with context_images uint8 [B, K, H, W, 3],
+        context_intrinsics [B, K, 4], context_cam_to_world [B, K, 4, 4] and
+        context_mask bool [B, K] (which views are real); other keys are ignored.
 
     Returns:
       (mean, scale), each [B, *latent_shape].
     """
+    images, mask = context["context_images"], context["context_mask"]
+    intrinsics, cam_to_world = context["context_intrinsics"], context["context_cam_to_world"]
     b, k, h, w, _ = images.shape
     o, d = geometry.pixel_rays(intrinsics, cam_to_world, h, w)
     rays = geometry.plucker(o / self.scene_radius, d)
@@ -89,8 +95,8 @@ class NeRFVAE(nn.Module):
         directions, key, num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.scene_radius,
         randomized=randomized)
 
-  def __call__(self, images, intrinsics, cam_to_world, mask, origins, directions, key):
-    mean, _ = self.infer(images, intrinsics, cam_to_world, mask)
+  def __call__(self, context, origins, directions, key):
+    mean, _ = self.infer(context)
     return self.render_rays(mean, origins, directions, key)
 
 
@@ -99,11 +105,16 @@ def from_config(config, scene_radius: float) -> NeRFVAE:
   choices = {"latent": ("global", "attentive"), "posterior": tuple(posterior.COMBINE), "dtype": ("float32", "bfloat16")}
   for field, allowed in choices.items():
     if config[field] not in allowed:
-      raise ValueError(f"config.model.{field}={config[field]!r}; choose one of {', '.join(allowed)}.")
+      raise errors.ConfigError(f"config.model.{field}={config[field]!r}; choose one of {', '.join(allowed)}.")
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
   fields = {k: v for k, v in config.items() if k != "dtype"}
   fields["encoder_channels"] = tuple(fields["encoder_channels"])
   return NeRFVAE(scene_radius=scene_radius, dtype=dtype, **fields)
+
+
+def infer(model: NeRFVAE, params, context: dict):
+  """The posterior (mean, scale) [B, *latent_shape] of a batch's context views."""
+  return model.apply(params, context, method=NeRFVAE.infer)
 
 
 def sample_latent(key, mean, scale):
@@ -111,91 +122,126 @@ def sample_latent(key, mean, scale):
   return mean + scale * jax.random.normal(key, mean.shape)
 
 
-def target_rays(batch, key, num_rays: int):
-  """num_rays random pixels (with replacement) of each scene's target views.
+class Rays(NamedTuple):
+  """Pixels drawn from a batch's views, with what each stands for.
 
-  Returns origins, directions [B, R, 3] and their true colours [B, R, 3] in
-  [0, 1], computed on the device from the cameras.
+  origins, directions [B, R, 3] (unit), colours [B, R, 3] in [0, 1], and
+  pixels_per_ray [B]: the number of image pixels each ray stands for, so that
+  a sum over rays times it estimates the sum over all pixels without bias.
   """
-  images = batch["target_images"]
-  b, t, h, w, _ = images.shape
-  o, d = geometry.pixel_rays(batch["target_intrinsics"], batch["target_cam_to_world"], h, w)
-  idx = jax.random.randint(key, (b, num_rays, 1), 0, t * h * w)
-  pick = lambda x: jnp.take_along_axis(x.reshape(b, t * h * w, -1), idx, axis=1)
-  return pick(o), pick(d), pick(images).astype(jnp.float32) / 255.0
+  origins: jax.Array
+  directions: jax.Array
+  colours: jax.Array
+  pixels_per_ray: jax.Array
+
+
+def sample_rays(images, intrinsics, cam_to_world, key, num_rays: int, num_views=None) -> Rays:
+  """``num_rays`` pixels per scene, uniformly with replacement, from views [B, V, ...].
+
+  Args:
+    images: uint8 [B, V, H, W, 3]; intrinsics [B, V, 4]; cam_to_world [B, V, 4, 4].
+    num_views: int [B], how many of the leading views are real (None: all V).
+      Rays are computed on the device from the cameras.
+  """
+  b, v, h, w, _ = images.shape
+  o, d = geometry.pixel_rays(intrinsics, cam_to_world, h, w)
+  if num_views is None:
+    idx = jax.random.randint(key, (b, num_rays, 1), 0, v * h * w)
+    pixels = jnp.full((b,), v * h * w / num_rays, jnp.float32)
+  else:
+    k_view, k_pixel = jax.random.split(key)
+    view = jax.random.randint(k_view, (b, num_rays), 0, num_views[:, None])
+    idx = (view * h * w + jax.random.randint(k_pixel, (b, num_rays), 0, h * w))[..., None]
+    pixels = (num_views * (h * w)).astype(jnp.float32) / num_rays
+  pick = lambda x: jnp.take_along_axis(x.reshape(b, v * h * w, -1), idx, axis=1)
+  return Rays(pick(o), pick(d), pick(images).astype(jnp.float32) / 255.0, pixels)
+
+
+def target_rays(batch: dict, key, num_rays: int) -> Rays:
+  """``sample_rays`` of a batch's target views."""
+  return sample_rays(batch["target_images"], batch["target_intrinsics"], batch["target_cam_to_world"], key,
+                     num_rays)
 
 
 def gaussian_log_likelihood(x, mean, scale: float):
-  """Sum over rays and channels of log N(x; mean, scale^2): [B, R, 3] -> [B]."""
-  lp = -0.5 * jnp.square((x - mean) / scale) - math.log(scale) - 0.5 * math.log(2 * math.pi)
-  return jnp.sum(lp, axis=(1, 2))
+  """log N(x; mean, scale^2) of each colour channel: [..., 3] -> [..., 3]."""
+  return -0.5 * jnp.square((x - mean) / scale) - math.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def ray_log_likelihood(model: NeRFVAE, params, latent, rays: Rays, key, *, likelihood_scale: float,
+                       randomized: bool = True):
+  """log p(pixels | latent) of whole images, estimated from ``rays``.
+
+  The Gaussian log-likelihood of each ray's colour under the rendered colour,
+  summed over rays and channels and multiplied by the pixels each ray stands
+  for: an unbiased estimate of the log-likelihood of every pixel of the views
+  the rays were drawn from.
+
+  Returns:
+    ({"fine": [B], "coarse": [B]} log-likelihoods in nats, the render of
+    ``NeRFVAE.render_rays``).
+  """
+  out = model.apply(params, latent, rays.origins, rays.directions, key, randomized, method=NeRFVAE.render_rays)
+  ll = {p: jnp.sum(gaussian_log_likelihood(rays.colours, out[p]["rgb"], likelihood_scale), axis=(1, 2))
+        * rays.pixels_per_ray for p in ("fine", "coarse")}
+  return ll, out
 
 
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
               free_bits: float = 0.0, coarse_weight: float = 0.1):
   """The training loss and its metrics.
 
-  The log-likelihood of R random target rays is rescaled by (T H W) / R, the
-  number of target pixels per ray drawn, so that it is an unbiased estimate
-  of the log-likelihood of the whole target images; the ELBO per scene is
-  that minus KL(q(z | context) || N(0, I)). The loss is
-  -(LL - beta * max(KL, free_bits) + coarse_weight * LL_coarse), averaged
-  over scenes and divided by the number of target pixels (a constant, which
-  keeps the numbers readable). LL_coarse trains the coarse pass, as in NeRF.
+  The ELBO per scene is the log-likelihood of the whole target images
+  (``ray_log_likelihood`` of R random target rays) minus KL(q(z | context) ||
+  N(0, I)). The loss is -(LL - beta * max(KL, free_bits) + coarse_weight *
+  LL_coarse), averaged over scenes and divided by the number of target pixels
+  (a constant, which keeps the numbers readable). LL_coarse trains the coarse
+  pass, as in NeRF.
 
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
     nats), the KL per scene, the fine pass's MSE and PSNR, and beta.
   """
   k_z, k_rays, k_render = jax.random.split(key, 3)
-  mean, scale = model.apply(params, batch["context_images"], batch["context_intrinsics"],
-                            batch["context_cam_to_world"], batch["context_mask"], method=NeRFVAE.infer)
+  mean, scale = infer(model, params, batch)
   z = sample_latent(k_z, mean, scale)
-  o, d, target = target_rays(batch, k_rays, num_rays)
-  out = model.apply(params, z, o, d, k_render, True, method=NeRFVAE.render_rays)
+  rays = target_rays(batch, k_rays, num_rays)
+  ll, out = ray_log_likelihood(model, params, z, rays, k_render, likelihood_scale=likelihood_scale)
   _, t, h, w, _ = batch["target_images"].shape
   pixels = t * h * w
-  rescale = pixels / num_rays
-  ll = gaussian_log_likelihood(target, out["fine"]["rgb"], likelihood_scale) * rescale
-  ll_coarse = gaussian_log_likelihood(target, out["coarse"]["rgb"], likelihood_scale) * rescale
   kl = posterior.kl_to_standard_normal(mean, scale)
-  objective = ll - beta * jnp.maximum(kl, free_bits) + coarse_weight * ll_coarse
+  objective = ll["fine"] - beta * jnp.maximum(kl, free_bits) + coarse_weight * ll["coarse"]
   loss = -jnp.mean(objective) / pixels
-  mse = jnp.mean(jnp.square(out["fine"]["rgb"] - target))
+  mse = jnp.mean(jnp.square(out["fine"]["rgb"] - rays.colours))
   metrics = {
-      "loss": loss, "elbo_per_pixel": jnp.mean(ll - kl) / pixels, "ll_per_pixel": jnp.mean(ll) / pixels,
-      "kl_per_pixel": jnp.mean(kl) / pixels, "kl": jnp.mean(kl), "mse": mse, "psnr": psnr(mse),
-      "mse_coarse": jnp.mean(jnp.square(out["coarse"]["rgb"] - target)), "beta": jnp.asarray(beta, jnp.float32),
+      "loss": loss, "elbo_per_pixel": jnp.mean(ll["fine"] - kl) / pixels,
+      "ll_per_pixel": jnp.mean(ll["fine"]) / pixels, "kl_per_pixel": jnp.mean(kl) / pixels, "kl": jnp.mean(kl),
+      "mse": mse, "psnr": metrics_lib.psnr(mse, jnp), "mse_coarse": jnp.mean(jnp.square(out["coarse"]["rgb"] - rays.colours)),
+      "beta": jnp.asarray(beta, jnp.float32),
   }
   return loss, metrics
 
 
-def psnr(mse):
-  """Peak signal-to-noise ratio in dB of colours in [0, 1]."""
-  return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+def posterior_samples(model: NeRFVAE, params, mean, scale, rays: Rays, key, *, num_samples: int,
+                      likelihood_scale: float):
+  """log p(x | z_s) and log p(z_s) - log q(z_s | context) for S posterior samples, each [S, B].
 
-
-def iwae_bound(model: NeRFVAE, params, batch, key, *, num_samples: int, num_rays: int, likelihood_scale: float):
-  """Importance-weighted bound with S posterior samples, per scene [B] (nats, whole target images).
-
-  log (1/S) sum_s p(x | z_s) p(z_s) / q(z_s | context), with the same
-  rescaled ray likelihood as the ELBO and deterministic ray sampling.
+  x is what ``rays`` stand for (whole images); rendering is deterministic.
+  The ELBO is the mean of the first minus KL; the IWAE bound is
+  ``iwae(*posterior_samples(...))``.
   """
-  k_rays, k_z = jax.random.split(key)
-  mean, scale = model.apply(params, batch["context_images"], batch["context_intrinsics"],
-                            batch["context_cam_to_world"], batch["context_mask"], method=NeRFVAE.infer)
-  o, d, target = target_rays(batch, k_rays, num_rays)
-  _, t, h, w, _ = batch["target_images"].shape
-
-  def log_weight(k):
+  def one(k):
     z = sample_latent(k, mean, scale)
-    out = model.apply(params, z, o, d, k, False, method=NeRFVAE.render_rays)
-    ll = gaussian_log_likelihood(target, out["fine"]["rgb"], likelihood_scale) * (t * h * w / num_rays)
-    zero, one = jnp.zeros_like(z), jnp.ones_like(z)
-    return ll + posterior.log_normal(z, zero, one) - posterior.log_normal(z, mean, scale)
+    ll, _ = ray_log_likelihood(model, params, z, rays, k, likelihood_scale=likelihood_scale, randomized=False)
+    zero, one_ = jnp.zeros_like(z), jnp.ones_like(z)
+    return ll["fine"], posterior.log_normal(z, zero, one_) - posterior.log_normal(z, mean, scale)
 
-  logw = jax.lax.map(log_weight, jax.random.split(k_z, num_samples))  # [S, B]
-  return jax.nn.logsumexp(logw, axis=0) - math.log(num_samples)
+  return jax.lax.map(one, jax.random.split(key, num_samples))
+
+
+def iwae(log_likelihood, log_ratio):
+  """Importance-weighted bound [B] from ``posterior_samples``' [S, B] arrays."""
+  return jax.nn.logsumexp(log_likelihood + log_ratio, axis=0) - math.log(log_likelihood.shape[0])
 
 
 def render_views(model: NeRFVAE, params, latent, intrinsics, cam_to_world, height: int, width: int,

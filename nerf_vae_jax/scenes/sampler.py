@@ -92,7 +92,7 @@ def sample_cameras(rng: np.random.Generator, spec: specs.SceneSpec, split: str, 
     d = _interval(rng, cams.distance)
     e = np.deg2rad(_interval(rng, cams.elevation_degrees))
     a = rng.uniform(0, 2 * np.pi)
-    pos.append(d * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)]))
+    pos.append(geometry.on_sphere(d, a, e))
   cam_to_world = geometry.look_at(np.array(pos, np.float64), xp=np).astype(np.float32)
   intrinsics = np.tile(geometry.intrinsics_from_fov(spec.fov_degrees, spec.height, spec.width), (num_views, 1))
   return intrinsics, cam_to_world
@@ -111,8 +111,7 @@ def sample_scene(spec: specs.SceneSpec, split: str, index: int) -> dict:
   scene = sample_objects(rng, spec)
   scene["background"] = _hsv(rng, (0.0, 0.5), (0.15, 0.95))
   le, la = np.deg2rad(rng.uniform(35, 75)), rng.uniform(0, 2 * np.pi)
-  scene["light_direction"] = np.array(
-      [np.cos(le) * np.cos(la), np.cos(le) * np.sin(la), np.sin(le)], np.float32)
+  scene["light_direction"] = geometry.on_sphere(1.0, la, le).astype(np.float32)
   scene["intrinsics"], scene["cam_to_world"] = sample_cameras(rng, spec, split, spec.num_views)
   return scene
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from nerf_vae_jax import errors
+
 SHAPES = ("sphere", "cube", "cylinder", "cone")
 FLOOR_Z = -0.4
 
@@ -69,9 +71,19 @@ DEFAULT = "64px"
 
 
 def get_spec(name: str) -> SceneSpec:
-  """The spec of a variant, or a ValueError that lists the known ones."""
+  """The spec of a variant, or a ConfigError that lists the known ones."""
   if name not in SPECS:
-    raise ValueError(
+    raise errors.ConfigError(
         f"Unknown shape_scenes config {name!r}; known configs: {', '.join(SPECS)}. "
         f"Use e.g. 'shape_scenes/tiny'.")
   return SPECS[name]
+
+
+def parse_name(name: str) -> SceneSpec:
+  """A TFDS name, 'shape_scenes/tiny' (or 'shape_scenes' for the default), -> its spec."""
+  dataset, _, config = name.partition("/")
+  if dataset != "shape_scenes":
+    raise errors.ConfigError(
+        f"Unknown dataset {dataset!r} in {name!r}: this project builds 'shape_scenes/<config>' "
+        f"with config one of {', '.join(SPECS)}.")
+  return get_spec(config or DEFAULT)

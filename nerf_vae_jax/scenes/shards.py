@@ -1,13 +1,12 @@
-"""Scene generation for the dataset builder: sample, render, encode as PNG.
+"""The dataset's shards: sample, render and encode (PNG) scenes for the TFDS builder.
 
-Runs in worker processes (one per core): each renders chunks of consecutive
-scene indices. A scene depends only on (spec, split, index), and the renderer
+Runs in a pool of worker processes (one per core): each renders chunks of
+consecutive scene indices. A scene depends only on (spec, split, index), and the renderer
 treats each scene alone, so the bytes do not depend on how work is split.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import multiprocessing
 import multiprocessing.pool
@@ -106,37 +105,40 @@ def _environment(**values):
         os.environ[k] = v
 
 
-_POOLS: dict[int, multiprocessing.pool.Pool] = {}
-
-
-def _pool(workers: int):
-  """A pool of rendering processes, kept for the next split (starting one
-  costs seconds: JAX import and compilation)."""
-  if workers not in _POOLS:
-    ctx = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    with _environment(XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu"):
-      _POOLS[workers] = ctx.Pool(workers)  # the workers inherit this environment
-    atexit.register(_POOLS[workers].terminate)
-  return _POOLS[workers]
+@contextlib.contextmanager
+def render_pool(workers: int | None = None):
+  """A pool of ``workers`` rendering processes (None: one per core), or None
+  for 0 (render in this process). Each worker's XLA is limited to one thread,
+  so the workers do not fight over the cores. One pool serves every split of a
+  build: starting one costs seconds (JAX import and compilation)."""
+  workers = (os.cpu_count() or 1) if workers is None else workers
+  if workers == 0:
+    yield None
+    return
+  ctx = multiprocessing.get_context("spawn")  # JAX is not fork-safe
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+  with _environment(XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu"):
+    pool = ctx.Pool(workers)  # the workers inherit this environment
+  try:
+    yield pool
+  finally:
+    pool.terminate()
 
 
 def _render_chunk_args(args):
   return render_chunk(*args)
 
 
-def generate(spec_name: str, split: str, num_scenes: int, workers: int | None = None,
+def generate(spec_name: str, split: str, num_scenes: int, pool: multiprocessing.pool.Pool | None = None,
              progress_every_s: float = 30.0):
   """Yields (index, example) for every scene of a split, in index order.
 
-  ``workers`` processes render in parallel (default: one per core; 0 renders
-  in this process). Each worker's XLA is limited to one thread, so the
-  workers do not fight over the cores. Prints progress (scenes done, rate,
-  time left) every ``progress_every_s`` seconds.
+  The processes of ``pool`` (``render_pool``) render in parallel; without
+  one, this process renders. Prints progress (scenes done, rate, time left)
+  every ``progress_every_s`` seconds.
   """
   jobs = [(spec_name, split, a, b) for a, b in chunks(num_scenes)]
-  workers = (os.cpu_count() or 1) if workers is None else workers
-  outs = (render_chunk(*job) for job in jobs) if workers == 0 else _pool(workers).imap(_render_chunk_args, jobs)
+  outs = (render_chunk(*job) for job in jobs) if pool is None else pool.imap(_render_chunk_args, jobs)
   start = last = time.time()
   done = 0
   for out in outs:
@@ -152,7 +154,7 @@ def generate(spec_name: str, split: str, num_scenes: int, workers: int | None = 
 SHARD_SIZE = 1024  # scenes per record file (TFDS keeps a shard's examples in memory while writing it)
 
 
-def shard_generators(spec_name: str, split: str, num_scenes: int, workers: int | None = None,
+def shard_generators(spec_name: str, split: str, num_scenes: int, pool: multiprocessing.pool.Pool | None = None,
                      shard_size: int | None = None):
   """Example generators, one per shard of ``shard_size`` consecutive scenes.
 
@@ -167,7 +169,7 @@ def shard_generators(spec_name: str, split: str, num_scenes: int, workers: int |
     def examples():
       nonlocal stream
       if stream is None:
-        stream = generate(spec_name, split, num_scenes, workers)
+        stream = generate(spec_name, split, num_scenes, pool)
       for expected in range(start, stop):
         index, example = next(stream)
         if index != expected:

@@ -16,9 +16,6 @@ import optax
 
 from nerf_vae_jax.models import nerf_vae
 
-BATCH_KEYS = ("context_images", "context_intrinsics", "context_cam_to_world", "context_mask",
-              "target_images", "target_intrinsics", "target_cam_to_world")
-
 
 def learning_rate_schedule(train_config):
   """Linear warm-up to the peak rate, then cosine decay to 1% of it."""
@@ -41,25 +38,13 @@ def beta_at(step, loss_config):
   return loss_config.beta * jnp.minimum(1.0, step / loss_config.beta_warmup_steps)
 
 
-def dummy_batch(spec, data_config, batch_size: int = 1) -> dict:
-  """Zeros shaped like a training batch (for initialisation and shape checks)."""
-  k, t, h, w = data_config.max_context, data_config.num_targets, spec.height, spec.width
-  eye = jnp.broadcast_to(jnp.eye(4).at[2, 3].set(3.0), (batch_size, 1, 4, 4))
-  intr = jnp.broadcast_to(jnp.array([w, h, w / 2, h / 2], jnp.float32), (batch_size, 1, 4))
-  return {
-      "context_images": jnp.zeros((batch_size, k, h, w, 3), jnp.uint8),
-      "context_intrinsics": jnp.repeat(intr, k, 1), "context_cam_to_world": jnp.repeat(eye, k, 1),
-      "context_mask": jnp.ones((batch_size, k), bool),
-      "target_images": jnp.zeros((batch_size, t, h, w, 3), jnp.uint8),
-      "target_intrinsics": jnp.repeat(intr, t, 1), "target_cam_to_world": jnp.repeat(eye, t, 1),
-  }
-
-
 def init_state(model, tx, example_batch, key) -> dict:
-  """Parameters and optimiser state for ``model`` (jit this with out_shardings)."""
-  o, d, _ = nerf_vae.target_rays(example_batch, key, 4)
-  params = model.init(key, example_batch["context_images"], example_batch["context_intrinsics"],
-                      example_batch["context_cam_to_world"], example_batch["context_mask"], o, d, key)
+  """Parameters and optimiser state for ``model`` (jit this with out_shardings).
+
+  ``example_batch``: any batch of the training shapes (``batch.example``).
+  """
+  rays = nerf_vae.target_rays(example_batch, key, 4)
+  params = model.init(key, example_batch, rays.origins, rays.directions, key)
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
 

@@ -15,6 +15,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from nerf_vae_jax import errors
+
 log = logging.getLogger(__name__)
 
 
@@ -31,8 +33,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict | None 
   mngr.save(step, args=ocp.args.Composite(**args), force=True)
 
 
-class NoCheckpointError(FileNotFoundError):
-  pass
+class NoCheckpointError(errors.UserError):
+  """No checkpoint where one was asked for."""
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None, with_data: bool = True):

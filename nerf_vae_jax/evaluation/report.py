@@ -3,9 +3,9 @@
 ``write(workdir, step)`` gathers what the evaluation commands left in
 ``workdir/eval``:
 
-  eval/<step>/<split>/metrics.json (+ grid_k*.png, orbit_*.gif)  experiments.evaluate
-  eval/<step>/generate/*.png, *.gif                              experiments.generate
-  eval/nerf_baseline/<name>/metrics.json (+ grid_*.png)          experiments.nerf_baseline
+  eval/<step>/<split>/metrics.json (+ grid_k*.png, orbit_*.gif)  evaluation.run (experiments.evaluate)
+  eval/<step>/generate/*.png, *.gif                              evaluation.samples (experiments.generate)
+  eval/nerf_baseline/<name>/metrics.json (+ grid_*.png)          evaluation.nerf_comparison
 
 and writes eval/<step>/report.html (tables and images by relative path: it
 opens offline), comparison.md (NeRF-VAE against the per-scene NeRF) and

@@ -1,0 +1,215 @@
+"""Training-step benchmark: time, throughput, model-FLOP utilisation, rendering, input pipeline.
+
+  python -m experiments.benchmark --config=experiments/configs/shape_scenes.py:global [--config.x=y]
+      [--json=FILE] [--steps=20]
+
+(the library behind ``experiments.benchmark``)
+
+After a warm-up, each training step is timed with its result blocked on
+(median of --steps). The step runs on synthetic batches of the config's shapes
+(the timing does not depend on pixel values), once on 1 device and once on all
+local devices when there are several. MFU = model FLOPs / step time / peak,
+with the model FLOPs counted from the architecture (nerf_vae_jax/flops.py)
+and cross-checked against XLA's cost analysis. The peak is, on the CPU, a
+float32 matmul shaped like the scene function's layers timed in this run
+(peak_source "measured") and, on GPU/TPU, the device's published dense peak
+for the matmul dtype (peak_source "spec"). The input pipeline is timed on the
+config's dataset, or on `64px_mini`/`tiny` (same scene size) when that is not
+built, with --pipeline_workers grain workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import flops, geometry, sharding
+from nerf_vae_jax.benchmarks import data as data_benchmark
+from nerf_vae_jax.data import build, pipeline
+from nerf_vae_jax.evaluation import protocol
+from nerf_vae_jax.models import nerf_vae
+from nerf_vae_jax.scenes import specs
+from nerf_vae_jax.train import step as step_lib, workdir as workdir_lib
+
+# Dense matmul peaks per device (FLOP/s), from the vendors' data sheets (no sparsity).
+PEAK_FLOPS = {
+    ("NVIDIA H100", "bfloat16"): 989e12, ("NVIDIA H100", "float32"): 67e12,  # SXM; float32 without TF32
+    ("NVIDIA H200", "bfloat16"): 989e12, ("NVIDIA H200", "float32"): 67e12,
+    ("NVIDIA A100", "bfloat16"): 312e12, ("NVIDIA A100", "float32"): 19.5e12,
+    ("TPU v4", "bfloat16"): 275e12, ("TPU v5 lite", "bfloat16"): 197e12, ("TPU v5p", "bfloat16"): 459e12,
+    ("TPU v6 lite", "bfloat16"): 918e12,
+}
+
+
+def spec_peak(device, dtype: str) -> float | None:
+  for (kind, dt), peak in PEAK_FLOPS.items():
+    if device.device_kind.startswith(kind) and dt == dtype:
+      return peak
+  return None
+
+
+def _median_time(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def measured_matmul_peak(rows: int, width: int, repeats: int = 10) -> float:
+  """Best FLOP/s of a float32 [rows, width] x [width, width] matmul (the scene function's layer shape)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
+  w = jax.random.normal(jax.random.PRNGKey(1), (width, width))
+  f = jax.jit(lambda x, w: x @ w)
+  f(x, w).block_until_ready()
+  best = min(_median_time(lambda: f(x, w).block_until_ready(), 1) for _ in range(repeats))  # a peak: the best run
+  return 2 * rows * width * width / best
+
+
+def synthetic_batch(spec, data_config, batch_size: int, seed: int = 0) -> dict:
+  """A training batch of the right shapes: random pixels, cameras on the training shell."""
+  rng = np.random.default_rng(seed)
+  k, t = data_config.max_context, data_config.num_targets
+  intr = geometry.intrinsics_from_fov(spec.fov_degrees, spec.height, spec.width)
+
+  def scene():
+    n = k + t
+    pos = geometry.on_sphere(3.0, rng.uniform(0, 2 * np.pi, n), np.deg2rad(rng.uniform(15, 60, n)))
+    return {"images": rng.integers(0, 256, (n, spec.height, spec.width, 3), dtype=np.uint8),
+            "intrinsics": np.tile(intr, (n, 1)), "cam_to_world": geometry.look_at(pos, xp=np).astype(np.float32)}
+
+  return batch_lib.stack([batch_lib.from_views(scene(), range(k), k, range(k, k + t)) for _ in range(batch_size)])
+
+
+def time_train_step(config, model, spec, devices, steps: int, warmup: int) -> dict:
+  """Median step time on ``devices`` (global batch from the config), XLA's FLOPs, recompilations."""
+  mesh = sharding.make_mesh(devices)
+  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  tx = step_lib.make_optimizer(config.train)
+  key = jax.random.PRNGKey(0)
+  state = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)(
+      batch_lib.example(batch_lib.for_config(config, spec.height, spec.width)), key)
+  batch = jax.device_put(synthetic_batch(spec, config.data, config.train.batch_size), batch_sh)
+  traces = []
+
+  def step(state, batch, key):
+    traces.append(1)  # runs only when jit traces (compiles) the step
+    return step_lib.train_step(model, tx, config, state, batch, key)
+
+  step_fn = jax.jit(step, in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
+  # XLA's cost analysis describes the per-device program: scale it to the whole mesh.
+  xla_flops = step_fn.lower(state, batch, key).compile().cost_analysis().get("flops")
+  xla_flops = xla_flops * len(devices) if xla_flops else None
+  for _ in range(warmup):
+    state, metrics = step_fn(state, batch, key)
+  jax.block_until_ready(metrics)
+  compiles_after_warmup = len(traces)
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    state, metrics = step_fn(state, batch, key)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  if len(traces) != compiles_after_warmup:
+    raise AssertionError(f"The training step recompiled after the warm-up ({len(traces)} traces).")
+  stats = devices[0].memory_stats() or {}
+  return {"train_step_s": statistics.median(times), "xla_flops_per_step": xla_flops,
+          "recompilations_after_warmup": len(traces) - compiles_after_warmup,
+          "peak_memory_bytes": stats.get("peak_bytes_in_use"), "params": state["params"]}
+
+
+def time_render(model, params, spec, size: int, chunk: int, repeats: int = 10) -> float:
+  """Seconds to render one size x size view from a latent (deterministic fine pass)."""
+  intr, c2w = protocol.orbit_cameras(spec, 1)
+  intr = intr * np.float32(size / spec.width)  # same field of view at this size
+  z = nerf_vae.sample_prior(jax.random.PRNGKey(0), model, 1)
+  f = jax.jit(lambda p, z: nerf_vae.render_views(model, p, z, intr[None], c2w[None], size, size, chunk)["rgb"])
+  f(params, z).block_until_ready()
+  return _median_time(lambda: f(params, z).block_until_ready(), repeats)
+
+
+def time_pipeline(config, workers: int, batches: int) -> tuple[float, str]:
+  """Scenes/s of the training input pipeline, and the dataset it read."""
+  data_dir = config.data.data_dir or build.default_data_dir()
+  name = config.data.name
+  if not build.is_built(name, data_dir):  # same scene size, few scenes
+    name = "shape_scenes/64px_mini" if specs.parse_name(name).height == 64 else "shape_scenes/tiny"
+    if not build.is_built(name, data_dir):
+      print(f"Building {name} in {data_dir} for the pipeline measurement ...", flush=True)
+      build.build(name, data_dir)
+  views = pipeline.ViewSampling(config.data.min_context, config.data.max_context, config.data.num_targets)
+  return data_benchmark.loader_scenes_per_s(name, data_dir, workers, config.train.batch_size, batches, views), name
+
+
+def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipeline_batches=40,
+              render_sizes=()) -> dict:
+  model, spec = workdir_lib.make_model(config)
+  dev = jax.local_devices()
+  counts = [1] + ([len(dev)] if len(dev) > 1 else [])
+  model_flops = flops.train_step_flops(model, config.train.batch_size, config.data.max_context, spec.height,
+                                       spec.width, config.loss.num_rays)
+  points = config.train.batch_size * config.loss.num_rays * (model.num_coarse + model.num_fine)
+  if dev[0].platform == "cpu":
+    peak, peak_source = measured_matmul_peak(min(points, 1 << 17), model.mlp_width), "measured"
+  else:
+    peak, peak_source = spec_peak(dev[0], config.model.dtype), "spec"
+  out = {"device": {"kind": dev[0].device_kind, "platform": dev[0].platform, "count": len(dev)},
+         "jax_version": jax.__version__, "config": {"variant": config.variant, "overrides": list(overrides)},
+         "model_flops_per_step": model_flops["train_step"], "model_flops_parts": model_flops,
+         "peak_source": peak_source}
+  runs = {}
+  for n in counts:
+    r = time_train_step(config, model, spec, dev[:n], steps, warmup)
+    params = r.pop("params")
+    peak_n = peak * n if peak and peak_source == "spec" else peak  # fake CPU devices share one CPU
+    achieved = model_flops["train_step"] / r["train_step_s"]
+    r.update(devices=n, rays_per_s=config.train.batch_size * config.loss.num_rays / r["train_step_s"],
+             samples_per_s=points / r["train_step_s"], scenes_per_s=config.train.batch_size / r["train_step_s"],
+             achieved_flops_per_s=achieved, peak_flops_per_s=peak_n, mfu=achieved / peak_n if peak_n else None,
+             model_over_xla_flops=model_flops["train_step"] / r["xla_flops_per_step"]
+             if r["xla_flops_per_step"] else None)
+    runs[str(n)] = r
+  out["per_device_count"] = runs
+  out.update({k: v for k, v in runs[str(counts[-1])].items()})  # top level: all local devices
+  if len(counts) > 1:
+    out["scaling_efficiency"] = runs[str(counts[-1])]["scenes_per_s"] / runs["1"]["scenes_per_s"]
+  out["render_view_s"] = time_render(model, params, spec, spec.height, config.eval.chunk)
+  out["render_view_size"] = spec.height
+  for size in render_sizes:
+    out[f"render_view_{size}_s"] = time_render(model, params, spec, int(size), config.eval.chunk, repeats=2)
+  pipe, name = time_pipeline(config, pipeline_workers, pipeline_batches)
+  out.update(pipeline_scenes_per_s=pipe, pipeline_dataset=name, pipeline_workers=pipeline_workers,
+             pipeline_ratio=pipe / out["scenes_per_s"])
+  return out
+
+
+def print_table(r: dict) -> None:
+  rows = [("device", f"{r['device']['count']} x {r['device']['kind']} ({r['device']['platform']})"),
+          ("jax", r["jax_version"]), ("config", f"{r['config']['variant']} {' '.join(r['config']['overrides'])}")]
+  for n, run in r["per_device_count"].items():
+    mfu = f"{100 * run['mfu']:.1f}%" if run["mfu"] is not None else "n/a"
+    rows += [(f"[{n} device(s)] train step", f"{1e3 * run['train_step_s']:.1f} ms (median)"),
+             (f"[{n} device(s)] rays/s, samples/s", f"{run['rays_per_s']:,.0f}, {run['samples_per_s']:,.0f}"),
+             (f"[{n} device(s)] achieved / peak", f"{run['achieved_flops_per_s'] / 1e9:,.1f} / "
+                                                   f"{(run['peak_flops_per_s'] or 0) / 1e9:,.1f} GFLOP/s"),
+             (f"[{n} device(s)] MFU", mfu)]
+  rows += [("model FLOPs/step (formula, XLA)", f"{r['model_flops_per_step'] / 1e9:,.2f}, "
+                                                 f"{(r['xla_flops_per_step'] or 0) / 1e9:,.2f} GFLOP"),
+           ("peak source", r["peak_source"])]
+  if "scaling_efficiency" in r:
+    rows.append(("scaling (scenes/s, all vs 1 device)", f"{r['scaling_efficiency']:.2f}"))
+  rows.append((f"render one {r['render_view_size']}x{r['render_view_size']} view", f"{1e3 * r['render_view_s']:.1f} ms"))
+  rows += [(k.replace("_s", "").replace("_", " "), f"{1e3 * v:.0f} ms") for k, v in r.items()
+           if k.startswith("render_view_") and k.endswith("_s") and k != "render_view_s"]
+  rows += [("pipeline", f"{r['pipeline_scenes_per_s']:,.0f} scenes/s ({r['pipeline_workers']} workers, "
+                        f"{r['pipeline_dataset']}), {r['pipeline_ratio']:.1f}x what the step consumes"),
+           ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" if r["peak_memory_bytes"] else "n/a")]
+  width = max(len(k) for k, _ in rows)
+  for k, v in rows:
+    print(f"{k:<{width}}  {v}")
