@@ -1,6 +1,6 @@
 """`make demo`: the whole job on the CPU, on the built-in synthetic data.
 
-Builds shape_scenes/tiny (contact sheet), trains the `tiny` config, infers
+Builds shape_scenes/32px (contact sheet), trains the `tiny` config, infers
 held-out test scenes from 1..4 context views, renders their other views
 (experiments.evaluate), prints the novel-view PSNR beside the mean-colour
 baseline, and writes image grids, orbit GIFs and an HTML report.
@@ -31,14 +31,14 @@ def demo(out: str, steps: int | None, num_scenes: int) -> None:
   from nerf_vae_jax.evaluation import metrics, run
   from nerf_vae_jax.train import loop
 
+  config = shape_scenes.get_config("tiny")
   data_dir = os.path.abspath(os.path.join(out, "tensorflow_datasets"))  # config.json works from anywhere
-  build.build("shape_scenes/tiny", data_dir)
-  test = source.SceneSource("shape_scenes/tiny", "test", data_dir)
-  sheet_path = os.path.join(out, "shape_scenes_tiny_contact_sheet.png")
+  config.data.data_dir = data_dir
+  build.build(config.data.name, data_dir)
+  test = source.SceneSource(config.data.name, "test", data_dir)
+  sheet_path = os.path.join(out, "contact_sheet.png")
   visualize.save_png(sheet_path, visualize.contact_sheet([test[i] for i in range(6)]), scale=3)
 
-  config = shape_scenes.get_config("tiny")
-  config.data.data_dir = data_dir
   if steps:
     config.train.num_steps = steps
   workdir = os.path.join(out, "train_tiny")

@@ -18,8 +18,8 @@ function's per-point layers (P = 3 (2 F_pos + 1) and Q = 3 (2 F_dir + 1)
 encoding sizes, width W, depth L):
 
   2 [P W + (L - 1) W^2 + W + W^2 + (W + Q) W/2 + 3 W/2]        (global)
-  + 2 [P W + 2 W^2 + 2 T W] + L 4 W^2       (attentive: query and q/out
-      projections, attention over T tokens, per-point FiLM)
+  + L 2 D 2 W                                 (grid: per-point FiLM from the
+      interpolated D-dimensional cell latent)
 
 and per_scene_mlp the layers run once per scene and pass (FiLM or token
 projections, the background head).
@@ -52,11 +52,8 @@ def point_flops(model) -> int:
   trunk = p * w + (depth - 1) * w * w
   heads = w + w * w + (w + q) * (w // 2) + (w // 2) * 3  # density, bottleneck, view, rgb
   total = 2 * (trunk + heads)
-  if model.latent == "attentive":
-    # Query projection of the encoding; attention's query and output
-    # projections; logits and weighted sum over the tokens; FiLM from the
-    # per-point conditioning in every trunk layer.
-    total += 2 * (p * w + 2 * w * w + 2 * model.num_tokens * w) + depth * 2 * w * 2 * w
+  if model.latent == "grid":
+    total += depth * 2 * model.latent_dim * 2 * w  # FiLM from each point's interpolated latent
   return total
 
 
@@ -66,16 +63,24 @@ def scene_flops(model) -> int:
   background = 2 * (d * 64 + 64 * 3)
   if model.latent == "global":
     return depth * 2 * d * 2 * w + background
-  t = model.num_tokens
-  # Token projection, attention's key and value projections.
-  return 2 * t * d * w + 2 * 2 * t * w * w + background
+  return background
+
+
+def cell_head_flops(model) -> int:
+  """Forward FLOPs of the grid latent's per-(view, cell) head: lifted feature + 4 -> C -> 2 D."""
+  c = model.encoder_channels[-1]
+  return model.grid_size ** 3 * 2 * ((c + 4) * c + c * 2 * model.latent_dim)
 
 
 def train_step_flops(model, batch_size: int, max_context: int, height: int, width: int, num_rays: int) -> dict:
   """Matmul FLOPs of one training step, and its parts (forward)."""
   samples = model.num_coarse + model.num_fine
-  enc = batch_size * max_context * encoder_flops(height, width, model.encoder_channels, model.encoder_cells,
-                                                 2 * math.prod(model.latent_shape))
+  if model.latent == "grid":
+    per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells, 0) + cell_head_flops(model)
+  else:
+    per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells,
+                             2 * math.prod(model.latent_shape))
+  enc = batch_size * max_context * per_view
   pts = batch_size * num_rays * samples * point_flops(model)
   per_scene = batch_size * 2 * scene_flops(model)
   forward = enc + pts + per_scene

@@ -22,10 +22,12 @@ def tiny_data_dir(tmp_path_factory):
 
 
 # ---- A toy model of the tiny config (runner and evaluation tests), as flags and as a config.
-SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.train.log_every=1",
+SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.data.name=shape_scenes/tiny",
+         "--config.train.log_every=1",
          "--config.train.image_every=0", "--config.model.num_coarse=8", "--config.model.num_fine=8",
          "--config.loss.num_rays=32", "--config.model.encoder_channels=(8,16)", "--config.model.mlp_width=32",
-         "--config.model.mlp_depth=2", "--config.data.max_context=2", "--config.model.latent_dim=16"]
+         "--config.model.mlp_depth=2", "--config.data.max_context=2", "--config.model.latent_dim=16",
+         "--config.model.grid_size=4"]
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,6 @@ def small_config(data_dir, steps, ckpt_every=4):
   for arg in SMALL[1:]:
     field, value = arg[len("--config."):].split("=")
     section, name = field.split(".")
-    c[section][name] = ast.literal_eval(value) if not value.isidentifier() else value
+    c[section][name] = value if value.isidentifier() or "/" in value else ast.literal_eval(value)
   c.data.data_dir, c.train.num_steps, c.train.checkpoint_every = data_dir, steps, ckpt_every
   return c

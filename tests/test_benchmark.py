@@ -17,11 +17,11 @@ from nerf_vae_jax.train import step as training, workdir as trainer
 from nerf_vae_jax.models import nerf_vae
 
 
-@pytest.mark.parametrize("latent", ["global", "attentive"])
+@pytest.mark.parametrize("latent", ["global", "grid"])
 def test_flop_formula_matches_xla_cost_analysis(latent):
   config = shape_scenes.get_config("tiny")
   config.model.latent = latent
-  config.model.num_tokens = 16
+  config.model.latent_dim = 8
   model, spec = trainer.make_model(config)
   batch = benchmark.synthetic_batch(spec, config.data, 2)
   params = jax.eval_shape(lambda k: training.init_state(model, training.make_optimizer(config.train),

@@ -70,11 +70,11 @@ def test_decoded_features_match_the_spec_and_the_renderer(tiny_data_dir):
 
 
 def test_unknown_config_is_a_clear_error(tmp_path):
-  with pytest.raises(ValueError, match="Unknown shape_scenes config 'huge'.*tiny, 64px, 64px_mini, dense"):
+  with pytest.raises(ValueError, match="Unknown shape_scenes config 'huge'.*tiny, 32px, 64px, 64px_mini, dense"):
     build.build("shape_scenes/huge", str(tmp_path))
   r = subprocess.run([PY, "-m", "experiments.build", "shape_scenes/huge", f"--data_dir={tmp_path}"],
                      capture_output=True, text=True)
-  assert r.returncode == 1 and "known configs: tiny, 64px, 64px_mini, dense" in r.stderr
+  assert r.returncode == 1 and "known configs: tiny, 32px, 64px, 64px_mini, dense" in r.stderr
   assert "Traceback" not in r.stderr  # the project's own error: one line
 
 

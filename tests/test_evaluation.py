@@ -106,10 +106,10 @@ def test_refinement_raises_the_context_elbo(tiny_data_dir):
   @jax.jit
   def context_elbo(m, s):  # a fixed-key estimate over 2048 context pixels per scene, per pixel
     rays = nerf_vae.sample_rays(batch["context_images"], batch["context_intrinsics"], batch["context_cam_to_world"],
-                                jax.random.PRNGKey(7), 2048, jnp.sum(batch["context_mask"], axis=1))
+                                jax.random.PRNGKey(7), 2048, batch["context_mask"])
     ll, log_ratio = nerf_vae.posterior_samples(model, params, m, s, rays, jax.random.PRNGKey(0), num_samples=4,
                                                likelihood_scale=0.1)
-    return (jnp.mean(ll, 0) - posterior.kl_to_standard_normal(m, s)) / (rays.pixels_per_ray * 2048)
+    return (jnp.mean(ll, 0) - posterior.kl_to_standard_normal(m, s)) / rays.pixels
 
   refined = jax.jit(lambda m, s: protocol.refine_posterior(model, params, batch, m, s, jax.random.PRNGKey(1),
                                                              settings))(mean, scale)
@@ -140,13 +140,13 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
   with open(os.path.join(workdir, "eval", "4", "test", "metrics.json")) as f:
     m = json.load(f)
   assert (m["step"], m["split"], m["num_scenes"]) == (4, "test", 3)
-  fields = {"num_context_views", "mse", "psnr", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
+  fields = {"num_context_views", "mse", "psnr", "object_mse", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
             "baseline_psnr", "baseline_mse"}
   for results in (m["results"], m["refined_results"]):
     assert [row["num_context_views"] for row in results] == [1, 2, 3, 4]
     for row in results:
       assert set(row) == fields and all(np.isfinite(v) for v in row.values())
-      assert -1 <= row["ssim"] <= 1 and 0 <= row["mask_iou"] <= 1 and row["mse"] > 0
+      assert -1 <= row["ssim"] <= 1 and 0 <= row["mask_iou"] <= 1 and row["mse"] > 0 and row["object_mse"] > 0
       assert row["iwae_per_pixel"] >= row["elbo_per_pixel"] - 0.05  # IWAE tightens the ELBO (up to noise)
   scenes = [source.SceneSource("shape_scenes/tiny", "test", data_dir)[i] for i in range(3)]
   for row in m["results"]:  # the baseline, recomputed here from the data
@@ -199,3 +199,21 @@ def test_evaluate_bad_input_is_a_clear_error(toy_run, tmp_path):
   r = _cmd(e, "experiments.evaluate", f"--workdir={edited}", "--num_scenes=1")
   assert r.returncode == 1 and "does not fit the model of" in r.stderr, r.stderr[-2000:]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))  # nothing moved aside
+
+
+def test_learning_curve_evaluates_each_checkpoint_once_against_training_minutes(toy_run, tmp_path):
+  from nerf_vae_jax.evaluation import curves
+  _, _, workdir = toy_run
+  rows = curves.learning_curve(workdir, num_scenes=2)
+  assert [r["step"] for r in rows] == [2, 4]
+  assert 0 < rows[0]["elapsed_minutes"] < rows[1]["elapsed_minutes"]
+  for r in rows:
+    assert 0 <= r["k4_mask_iou"] <= 1 and r["k1_object_mse"] > 0 and np.isfinite(r["k4_psnr"])
+  cache = os.path.join(workdir, "eval", "curve_test.json")
+  with open(cache) as f:
+    assert json.load(f)["rows"] == rows
+  os.utime(cache)
+  assert curves.learning_curve(workdir, num_scenes=2) == rows  # from the cache
+  curves.plot({"toy": rows}, str(tmp_path / "curves.png"))
+  assert (tmp_path / "curves.png").stat().st_size > 1000
+  assert "| toy | 4 |" in curves.last_row_table({"toy": rows})

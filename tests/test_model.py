@@ -10,6 +10,7 @@ import pytest
 from experiments.configs import shape_scenes
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax.evaluation import metrics as metrics_lib
+from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.train import step as training
 from nerf_vae_jax.data import pipeline, source
 from nerf_vae_jax.models import nerf_vae, posterior
@@ -72,27 +73,36 @@ def _model_and_params(config, src, **overrides):
   return model, tx, state
 
 
-@pytest.mark.parametrize("latent", ["global", "attentive"])
-def test_encoder_posterior_ignores_view_order(tiny_setup, latent):
+@pytest.mark.parametrize("latent", ["global", "grid"])
+def test_encoder_posterior_ignores_view_order_and_is_blind_to_masked_views(tiny_setup, latent):
   config, src, scenes = tiny_setup
-  model, _, state = _model_and_params(config, src, latent=latent, num_tokens=8, latent_dim=16)
+  model, _, state = _model_and_params(config, src, latent=latent, grid_size=4, latent_dim=8)
   # Perturb the zero-initialised head so the posterior depends on the views.
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape), state["params"])
   b = _batch(scenes, np.random.default_rng(0))
   mask = jnp.array([[1, 1, 1, 0]] * 4, bool)
-  infer = jax.jit(lambda perm: nerf_vae.infer(model, params, dict(
+  infer = jax.jit(lambda b, perm: nerf_vae.infer(model, params, dict(
       {k: b[k][:, perm] for k in batch_lib.CONTEXT_KEYS}, context_mask=mask[:, perm])))
-  m0, s0 = infer(jnp.array([0, 1, 2, 3]))
-  m1, s1 = infer(jnp.array([2, 0, 1, 3]))
+  m0, s0 = infer(b, jnp.array([0, 1, 2, 3]))
+  m1, s1 = infer(b, jnp.array([2, 0, 1, 3]))
   np.testing.assert_allclose(m1, m0, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(s1, s0, rtol=1e-4, atol=1e-5)
+  # Another image and camera in the masked view 3 change nothing.
+  other = dict(b, context_images=b["context_images"].at[:, 3].set(255 - b["context_images"][:, 3]),
+               context_cam_to_world=b["context_cam_to_world"].at[:, 3].set(b["context_cam_to_world"][:, 0]))
+  m2, s2 = infer(other, jnp.array([0, 1, 2, 3]))
+  np.testing.assert_allclose(m2, m0, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(s2, s0, rtol=1e-5, atol=1e-6)
   assert m0.shape == (4,) + model.latent_shape
   assert float(jnp.std(m0)) > 1e-3  # the posterior does depend on the input
 
 
-def test_one_compiled_step_serves_1_to_k_views_and_gradients_are_finite(tiny_setup):
+@pytest.mark.parametrize("latent", ["global", "grid"])
+def test_one_compiled_step_serves_1_to_k_views_and_gradients_are_finite(tiny_setup, latent):
   config, src, scenes = tiny_setup
-  model, tx, state = _model_and_params(config, src)
+  config = config.copy_and_resolve_references()
+  config.loss.targets, config.loss.object_fraction = "all", 0.5  # context views among the targets
+  model, tx, state = _model_and_params(config, src, latent=latent, grid_size=4, latent_dim=8)
   traces = []
 
   def step(state, batch, key):
@@ -140,24 +150,27 @@ def test_chunked_rendering_matches_one_chunk(tiny_setup):
   assert a["rgb"].shape == (2, 2, 32, 32, 3)
 
 
-def test_fits_a_few_scenes_well_above_the_mean_colour_baseline(tiny_setup):
-  config, src, scenes = tiny_setup
+def fit_few_scenes(config, src, scenes, steps=200):
+  """Trains on ``scenes`` alone; returns (losses, protocol metrics from 4 context views on their views 4..7)."""
   config = config.copy_and_resolve_references()
-  config.train.num_steps, config.train.warmup_steps, config.loss.beta_warmup_steps = 200, 20, 100
+  config.train.num_steps, config.train.warmup_steps, config.loss.beta_warmup_steps = steps, 20, 100
   model, tx, state = _model_and_params(config, src)
   step = jax.jit(functools.partial(training.train_step, model, tx, config), donate_argnums=0)
   rng, key, losses = np.random.default_rng(0), jax.random.PRNGKey(1), []
-  for _ in range(200):
+  for _ in range(steps):
     state, metrics = step(state, _batch(scenes, rng), key)
     losses.append(float(metrics["loss"]))
-  assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 3.0  # nats per pixel
+  per_scene, _ = protocol.evaluate(model, state["params"], scenes, 4, protocol.Settings(num_samples=1, num_rays=64))
+  return losses, metrics_lib.summarize(per_scene)
 
-  b = _batch(scenes, np.random.default_rng(123))  # other context and target views
-  mean, _ = nerf_vae.infer(model, state["params"], b)
-  out = nerf_vae.render_views(model, state["params"], mean, b["target_intrinsics"], b["target_cam_to_world"], 32, 32)
-  target = b["target_images"] / 255.0
-  w = b["context_mask"][:, :, None, None, None]
-  ctx_mean = jnp.sum(b["context_images"] / 255.0 * w, axis=(1, 2, 3)) / (jnp.sum(w, axis=(1, 2, 3)) * 32 * 32)
-  baseline = float(metrics_lib.psnr(jnp.mean(jnp.square(target - ctx_mean[:, None, None, None]))))
-  model_psnr = float(metrics_lib.psnr(jnp.mean(jnp.square(out["rgb"] - target))))
-  assert model_psnr > baseline + 2.0, (model_psnr, baseline)
+
+def test_fits_a_few_scenes_with_objects_in_place(tiny_setup):
+  """The tiny recipe on 4 scenes: the loss falls, and from 4 views each scene's
+  other views show the objects where they are. Measured on this test: the
+  recipe 0.64 mask IoU and +4.3 dB over the mean colour; the reference
+  (``tiny_reference``: global latent, held-out rays only) 0.46 and +2.9 dB."""
+  config, src, scenes = tiny_setup
+  losses, m = fit_few_scenes(config, src, scenes)
+  assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 3.0  # nats per pixel
+  assert m["psnr"] > m["baseline_psnr"] + 2.0, m
+  assert m["mask_iou"] > 0.55, m

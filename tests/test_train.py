@@ -99,7 +99,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(env, tmp_path):
   e, data_dir = env
   code, out = _start_and_signal(e, _args(data_dir, tmp_path, 1000, ckpt_every=1000), after_step=3,
                                 sig=signal.SIGTERM)
-  assert code == 0 and "saved a checkpoint at step" in out
+  assert code == 0 and "saved a checkpoint at step" in out and "Stopping (15)" in out
   steps = [int(s) for s in os.listdir(tmp_path / "checkpoints")]
   assert len(steps) == 1 and 3 <= steps[0] < 1000
 

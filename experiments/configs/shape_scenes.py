@@ -2,28 +2,35 @@
 
   python -m experiments.train --config=experiments/configs/shape_scenes.py:tiny --workdir=/tmp/nerf_vae_tiny
   python -m experiments.train --config=experiments/configs/shape_scenes.py:global --workdir=gs://.../global
-  python -m experiments.train --config=experiments/configs/shape_scenes.py:attentive --workdir=...
+  python -m experiments.train --config=experiments/configs/shape_scenes.py:grid --workdir=...
 
-Variants: ``tiny`` (32x32, CPU demo and tests), ``global`` (64px, one global
-latent, paper scale) and ``attentive`` (64px, latent tokens read by
-cross-attention). Any field can be overridden: ``--config.model.latent_dim=64``.
+Variants:
+  ``tiny``            32x32 (shape_scenes/32px, 20,000 training scenes), the CPU demo: the best CPU recipe
+                      (RESULTS.md): grid latent, context views among the targets, object-focused rays,
+                      small FiLM initialisation.
+  ``tiny_reference``  the same size with the reference's choices: one global latent, held-out targets
+                      only, uniform rays, zero FiLM initialisation (the study's baseline).
+  ``global``          64px, the reference's choices (one global latent): paper scale.
+  ``grid``            64px, the recipe of ``tiny`` at paper scale.
+Any field can be overridden: ``--config.model.latent_dim=64``.
 """
 
 from ml_collections import config_dict
 
-VARIANTS = ("tiny", "global", "attentive")
+VARIANTS = ("tiny", "tiny_reference", "global", "grid")
 
 
 def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   if arg not in VARIANTS:
     raise ValueError(f"Unknown variant {arg!r} of shape_scenes.py; choose one of {', '.join(VARIANTS)}.")
-  tiny = arg == "tiny"
+  tiny = arg.startswith("tiny")
+  recipe = arg in ("tiny", "grid")  # the changes of the CPU study (RESULTS.md); the others: the reference
   c = config_dict.ConfigDict()
   c.variant = arg
   c.seed = 0  # parameters, data order and every random draw derive from it
 
   c.data = config_dict.ConfigDict()
-  c.data.name = "shape_scenes/tiny" if tiny else "shape_scenes/64px"  # TFDS name/config
+  c.data.name = "shape_scenes/32px" if tiny else "shape_scenes/64px"  # TFDS name/config
   c.data.data_dir = config_dict.placeholder(str)  # None: TFDS's default data dir
   c.data.min_context = 1  # context views per scene are drawn from [min_context, max_context]
   c.data.max_context = 4
@@ -31,16 +38,16 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.data.workers = 0  # grain worker processes (0: read in the main process)
 
   c.model = config_dict.ConfigDict()
-  c.model.latent = "global" if arg != "attentive" else "attentive"  # "global" or "attentive"
-  c.model.latent_dim = 64 if tiny else (128 if arg == "global" else 64)  # D (per token if attentive)
-  c.model.num_tokens = 64  # attentive only: number of latent tokens
+  c.model.latent = "grid" if recipe else "global"  # "global" or "grid"
+  c.model.latent_dim = 16 if recipe else (64 if tiny else 128)  # D (per cell if grid)
+  c.model.grid_size = 8  # grid only: G cells per axis over the scene's bounding cube
+  c.model.film_init_scale = 0.02 if recipe else 0.0  # std of the FiLM kernels at initialisation (0: zeros)
   c.model.encoder_channels = (16, 32, 64) if tiny else (32, 64, 128, 256)  # per ResNet stage
   c.model.encoder_cells = 1  # residual cells per stage
   c.model.mlp_width = 64 if tiny else 256  # scene-function hidden width
   c.model.mlp_depth = 4  # FiLM-conditioned hidden layers
   c.model.position_frequencies = 6 if tiny else 8  # positional-encoding octaves for points
   c.model.direction_frequencies = 3  # ... for view directions
-  c.model.num_heads = 4  # attentive only
   c.model.num_coarse = 24 if tiny else 64  # stratified samples per ray
   c.model.num_fine = 24 if tiny else 64  # inverse-CDF samples per ray
   c.model.posterior = "average"  # "average" (the reference) or "poe" (product of experts)
@@ -53,13 +60,17 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.loss.beta_warmup_steps = 200 if tiny else 10_000  # linear KL warm-up from 0
   c.loss.free_bits = 0.0  # nats per scene below which the KL is not penalised
   c.loss.coarse_weight = 0.1  # weight of the coarse pass's likelihood
+  c.loss.targets = "all" if recipe else "held_out"  # rays from the target views, or context views too ("all")
+  c.loss.object_fraction = 0.5 if recipe else 0.0  # share of rays from likely-object pixels (importance-weighted)
 
   c.train = config_dict.ConfigDict()
   c.train.num_steps = 1200 if tiny else 500_000
   c.train.batch_size = 8 if tiny else 64  # global, in scenes; divisible by the device count
   c.train.learning_rate = 2e-3 if tiny else 5e-4
   c.train.warmup_steps = 100 if tiny else 2_000
+  c.train.final_learning_rate_ratio = 0.01  # cosine decay ends at this fraction of the peak
   c.train.grad_clip = 1.0  # global-norm clipping
+  c.train.time_budget_minutes = 0.0  # stop (with a checkpoint) after this much wall-clock time (0: no limit)
   c.train.checkpoint_every = 250 if tiny else 5_000
   c.train.keep_checkpoints = 3
   c.train.log_every = 50 if tiny else 500

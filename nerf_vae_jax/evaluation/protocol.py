@@ -54,18 +54,15 @@ def refine_posterior(model, params, batch, mean, scale, key, settings: Settings)
   to raise the ELBO of its context views (iterative amortised inference,
   started from the encoder's guess). Returns (mean, scale), refined."""
   tx = optax.adam(settings.refine_learning_rate)
-  num_views = jnp.sum(batch["context_mask"], axis=1)  # the real views come first
-  pixels = num_views * batch["context_images"].shape[2] * batch["context_images"].shape[3]
-
   def neg_elbo(q, k):
     m, log_s = q
     s = jnp.exp(log_s)
     k_z, k_rays = jax.random.split(k)
     rays = nerf_vae.sample_rays(batch["context_images"], batch["context_intrinsics"],
-                                batch["context_cam_to_world"], k_rays, settings.refine_rays, num_views)
+                                batch["context_cam_to_world"], k_rays, settings.refine_rays, batch["context_mask"])
     ll, _ = nerf_vae.ray_log_likelihood(model, params, nerf_vae.sample_latent(k_z, m, s), rays, k,
                                         likelihood_scale=settings.likelihood_scale)
-    return -jnp.sum((ll["fine"] - posterior.kl_to_standard_normal(m, s)) / pixels)
+    return -jnp.sum((ll["fine"] - posterior.kl_to_standard_normal(m, s)) / rays.pixels)
 
   def step(carry, k):
     q, opt = carry

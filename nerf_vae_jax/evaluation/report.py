@@ -19,7 +19,7 @@ import html
 import json
 import os
 
-COLUMNS = ("num_context_views", "psnr", "ssim", "mse", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
+COLUMNS = ("num_context_views", "psnr", "ssim", "mse", "object_mse", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
            "baseline_psnr")
 
 

@@ -61,13 +61,13 @@ class Encoder(nn.Module):
   """
   channels: Sequence[int] = (32, 64, 128)
   cells_per_stage: int = 1
-  num_outputs: int = 256
+  num_outputs: int = 256  # 0: return the feature map instead (the grid latent reads it)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, rays):
     """images: float [N, H, W, 3] in [-1, 1]; rays: [N, H, W, 6] Plücker.
-    Returns float32 [N, num_outputs]."""
+    Returns float32 [N, num_outputs], or the feature map [N, h, w, C] if num_outputs is 0."""
     x = jnp.concatenate([images, rays], axis=-1).astype(self.dtype)
     x = nn.Conv(self.channels[0], (3, 3), dtype=self.dtype)(x)
     for i, c in enumerate(self.channels):
@@ -76,6 +76,8 @@ class Encoder(nn.Module):
       for _ in range(self.cells_per_stage):
         x = ResidualCell(dtype=self.dtype)(x)
     x = nn.swish(nn.GroupNorm(num_groups=_groups(x.shape[-1]), dtype=self.dtype)(x))
+    if not self.num_outputs:
+      return x.astype(jnp.float32)
     x = jnp.mean(x, axis=(1, 2))
     # A zero-initialised head: every view starts at the same posterior
     # (mean 0, scale from the bias in the posterior module), which keeps the

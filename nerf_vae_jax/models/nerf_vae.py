@@ -26,22 +26,22 @@ import jax.numpy as jnp
 
 from nerf_vae_jax import errors, geometry, rendering
 from nerf_vae_jax.evaluation import metrics as metrics_lib
-from nerf_vae_jax.models import posterior
+from nerf_vae_jax.models import grid, posterior
 from nerf_vae_jax.models.encoder import Encoder
 from nerf_vae_jax.models.scene_function import BackgroundHead, SceneFunction
 
 
 class NeRFVAE(nn.Module):
-  latent: str = "global"  # "global": z [D]; "attentive": z [num_tokens, D]
+  latent: str = "global"  # "global": z [D]; "grid": z [grid_size^3, D], cells in the world
   latent_dim: int = 128
-  num_tokens: int = 64
+  grid_size: int = 8
+  film_init_scale: float = 0.0
   encoder_channels: Sequence[int] = (32, 64, 128)
   encoder_cells: int = 1
   mlp_width: int = 128
   mlp_depth: int = 4
   position_frequencies: int = 8
   direction_frequencies: int = 3
-  num_heads: int = 4
   num_coarse: int = 32
   num_fine: int = 32
   scene_radius: float = 1.0
@@ -50,17 +50,22 @@ class NeRFVAE(nn.Module):
 
   @property
   def latent_shape(self) -> tuple[int, ...]:
-    return (self.latent_dim,) if self.latent == "global" else (self.num_tokens, self.latent_dim)
+    return (self.latent_dim,) if self.latent == "global" else (self.grid_size ** 3, self.latent_dim)
 
   def setup(self):
     if self.posterior not in posterior.COMBINE:
       raise ValueError(f"posterior must be one of {list(posterior.COMBINE)}, not {self.posterior!r}")
+    grid_latent = self.latent == "grid"
     self.encoder = Encoder(channels=tuple(self.encoder_channels), cells_per_stage=self.encoder_cells,
-                           num_outputs=2 * math.prod(self.latent_shape), dtype=self.dtype)
+                           num_outputs=0 if grid_latent else 2 * math.prod(self.latent_shape), dtype=self.dtype)
+    if grid_latent:  # per (view, cell): lifted feature + where the cell is seen from -> Gaussian parameters
+      self.cell_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
+      # Zero-initialised: every posterior starts as N(0, I), as with the global head.
+      self.cell_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
     self.scene_function = SceneFunction(
         width=self.mlp_width, depth=self.mlp_depth, position_frequencies=self.position_frequencies,
-        direction_frequencies=self.direction_frequencies, conditioning=self.latent, num_heads=self.num_heads,
-        scene_radius=self.scene_radius, dtype=self.dtype)
+        direction_frequencies=self.direction_frequencies, conditioning=self.latent, grid_size=self.grid_size,
+        film_init_scale=self.film_init_scale, scene_radius=self.scene_radius, dtype=self.dtype)
     self.background = BackgroundHead()
 
   def infer(self, context: dict):
@@ -81,8 +86,23 @@ class NeRFVAE(nn.Module):
     rays = geometry.plucker(o / self.scene_radius, d)
     x = images.astype(jnp.float32) / 127.5 - 1.0
     out = self.encoder(x.reshape(b * k, h, w, 3), rays.reshape(b * k, h, w, 6))
+    if self.latent == "grid":
+      return self._infer_grid(out.reshape((b, k) + out.shape[1:]), intrinsics, cam_to_world, mask, h, w)
     out = out.reshape((b, k, 2) + self.latent_shape)
     return posterior.COMBINE[self.posterior](out[:, :, 0], out[:, :, 1], mask)
+
+  def _infer_grid(self, fmaps, intrinsics, cam_to_world, mask, height: int, width: int):
+    """Per-view Gaussians of every grid cell a view sees, combined over the views that see it."""
+    cells = grid.cell_centres(self.grid_size, self.scene_radius)
+    lift = jax.vmap(jax.vmap(grid.lift, (0, 0, 0, None, None, None)), (0, 0, 0, None, None, None))
+    feats, cam_dir, depth, visible = lift(fmaps, intrinsics, cam_to_world, height, width, cells)  # [B, K, N, ...]
+    # Only camera-frame quantities: what a view says about a cell depends on
+    # where the cell is relative to the camera, not on world coordinates.
+    where = jnp.concatenate([cam_dir, (depth / self.scene_radius)[..., None]], axis=-1)
+    h = nn.swish(self.cell_hidden(jnp.concatenate([feats, where], axis=-1).astype(self.dtype)))
+    out = self.cell_head(h).astype(jnp.float32)
+    mu, raw = jnp.split(out, 2, axis=-1)  # [B, K, N, D]
+    return posterior.COMBINE[self.posterior](mu, raw, mask[:, :, None] & visible)
 
   def render_rays(self, latent, origins, directions, key, randomized: bool = True):
     """Coarse and fine volume renders of rays [B, R, 3] given latents [B, ...].
@@ -102,7 +122,7 @@ class NeRFVAE(nn.Module):
 
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
-  choices = {"latent": ("global", "attentive"), "posterior": tuple(posterior.COMBINE), "dtype": ("float32", "bfloat16")}
+  choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE), "dtype": ("float32", "bfloat16")}
   for field, allowed in choices.items():
     if config[field] not in allowed:
       raise errors.ConfigError(f"config.model.{field}={config[field]!r}; choose one of {', '.join(allowed)}.")
@@ -125,40 +145,71 @@ def sample_latent(key, mean, scale):
 class Rays(NamedTuple):
   """Pixels drawn from a batch's views, with what each stands for.
 
-  origins, directions [B, R, 3] (unit), colours [B, R, 3] in [0, 1], and
-  pixels_per_ray [B]: the number of image pixels each ray stands for, so that
-  a sum over rays times it estimates the sum over all pixels without bias.
+  origins, directions [B, R, 3] (unit), colours [B, R, 3] in [0, 1];
+  weights [B, R] = 1 / (R x the ray's sampling probability), so that
+  sum_r weights_r f(ray r) estimates the sum of f over every real pixel
+  without bias; pixels [B], the number of real pixels (the weights' mean sum).
   """
   origins: jax.Array
   directions: jax.Array
   colours: jax.Array
-  pixels_per_ray: jax.Array
+  weights: jax.Array
+  pixels: jax.Array
 
 
-def sample_rays(images, intrinsics, cam_to_world, key, num_rays: int, num_views=None) -> Rays:
-  """``num_rays`` pixels per scene, uniformly with replacement, from views [B, V, ...].
+def objectness(images, threshold: float = 0.05):
+  """Likely-object pixels, from the images alone: float [B, V, H, W] in {0, 1}.
+
+  A pixel is 'object' where some channel differs by more than ``threshold``
+  from its view's border colour (the median of the border pixels), which is
+  the background of a scene against a plain backdrop. Shadows count too; on
+  captured data this is a heuristic, and the sampler stays unbiased whatever
+  it says (``sample_rays``).
+  """
+  x = images.astype(jnp.float32) / 255.0
+  border = jnp.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=2)  # [B, V, 2H+2W, 3]
+  background = jnp.median(border, axis=2)  # [B, V, 3]
+  diff = jnp.max(jnp.abs(x - background[:, :, None, None]), axis=-1)
+  return (diff > threshold).astype(jnp.float32)
+
+
+def sample_rays(images, intrinsics, cam_to_world, key, num_rays: int, view_mask=None,
+                object_fraction: float = 0.0) -> Rays:
+  """``num_rays`` pixels per scene from the real views [B, V, ...], with importance weights.
+
+  Each pixel's probability mixes a uniform distribution over the real views'
+  pixels (weight 1 - object_fraction) and a uniform distribution over their
+  likely-object pixels (``objectness``; weight object_fraction; uniform over
+  all pixels where a scene has none). Pixels are drawn by stratified inversion
+  of the CDF, and every ray is weighted by 1 / (R p): an unbiased estimate of
+  sums over whole images for any object_fraction in [0, 1).
 
   Args:
     images: uint8 [B, V, H, W, 3]; intrinsics [B, V, 4]; cam_to_world [B, V, 4, 4].
-    num_views: int [B], how many of the leading views are real (None: all V).
-      Rays are computed on the device from the cameras.
+    view_mask: bool [B, V], which views are real (None: all).
+  Rays are computed on the device from the cameras.
   """
   b, v, h, w, _ = images.shape
+  n = v * h * w
+  real = jnp.ones((b, v), jnp.float32) if view_mask is None else view_mask.astype(jnp.float32)
+  real_px = jnp.broadcast_to(real[:, :, None, None], (b, v, h, w)).reshape(b, n)
+  pixels = jnp.sum(real_px, axis=1)
+  p = real_px / pixels[:, None]
+  if object_fraction > 0:
+    obj = objectness(images).reshape(b, n) * real_px
+    total = jnp.sum(obj, axis=1, keepdims=True)
+    p = (1.0 - object_fraction) * p + object_fraction * jnp.where(total > 0, obj / jnp.maximum(total, 1.0), p)
+  cdf = jnp.cumsum(p, axis=1)
+  u = (jnp.arange(num_rays) + jax.random.uniform(key, (b, num_rays))) / num_rays * cdf[:, -1:]
+  idx = jnp.minimum(jax.vmap(jnp.searchsorted)(cdf, u), n - 1)  # smallest i with cdf_i >= u: p_i > 0
+  weights = 1.0 / (num_rays * jnp.take_along_axis(p, idx, axis=1))
   o, d = geometry.pixel_rays(intrinsics, cam_to_world, h, w)
-  if num_views is None:
-    idx = jax.random.randint(key, (b, num_rays, 1), 0, v * h * w)
-    pixels = jnp.full((b,), v * h * w / num_rays, jnp.float32)
-  else:
-    k_view, k_pixel = jax.random.split(key)
-    view = jax.random.randint(k_view, (b, num_rays), 0, num_views[:, None])
-    idx = (view * h * w + jax.random.randint(k_pixel, (b, num_rays), 0, h * w))[..., None]
-    pixels = (num_views * (h * w)).astype(jnp.float32) / num_rays
-  pick = lambda x: jnp.take_along_axis(x.reshape(b, v * h * w, -1), idx, axis=1)
-  return Rays(pick(o), pick(d), pick(images).astype(jnp.float32) / 255.0, pixels)
+  pick = lambda x: jnp.take_along_axis(x.reshape(b, n, -1), idx[..., None], axis=1)
+  return Rays(pick(o), pick(d), pick(images).astype(jnp.float32) / 255.0, weights, pixels)
 
 
 def target_rays(batch: dict, key, num_rays: int) -> Rays:
-  """``sample_rays`` of a batch's target views."""
+  """``sample_rays`` (uniform) of a batch's target views."""
   return sample_rays(batch["target_images"], batch["target_intrinsics"], batch["target_cam_to_world"], key,
                      num_rays)
 
@@ -173,53 +224,76 @@ def ray_log_likelihood(model: NeRFVAE, params, latent, rays: Rays, key, *, likel
   """log p(pixels | latent) of whole images, estimated from ``rays``.
 
   The Gaussian log-likelihood of each ray's colour under the rendered colour,
-  summed over rays and channels and multiplied by the pixels each ray stands
-  for: an unbiased estimate of the log-likelihood of every pixel of the views
-  the rays were drawn from.
+  summed over channels, weighted by the ray's importance weight and summed
+  over rays: an unbiased estimate of the log-likelihood of every real pixel
+  of the views the rays were drawn from.
 
   Returns:
     ({"fine": [B], "coarse": [B]} log-likelihoods in nats, the render of
     ``NeRFVAE.render_rays``).
   """
   out = model.apply(params, latent, rays.origins, rays.directions, key, randomized, method=NeRFVAE.render_rays)
-  ll = {p: jnp.sum(gaussian_log_likelihood(rays.colours, out[p]["rgb"], likelihood_scale), axis=(1, 2))
-        * rays.pixels_per_ray for p in ("fine", "coarse")}
+  ll = {p: jnp.sum(jnp.sum(gaussian_log_likelihood(rays.colours, out[p]["rgb"], likelihood_scale), -1)
+                   * rays.weights, axis=1) for p in ("fine", "coarse")}
   return ll, out
 
 
+def weighted_mse(rays: Rays, rgb):
+  """The estimate of the mean squared error over every real pixel [B] (colours in [0, 1])."""
+  return jnp.sum(jnp.mean(jnp.square(rgb - rays.colours), -1) * rays.weights, axis=1) / rays.pixels
+
+
+def training_rays(batch: dict, key, num_rays: int, *, targets: str = "held_out",
+                  object_fraction: float = 0.0) -> Rays:
+  """The rays the ELBO is estimated from.
+
+  targets: "held_out" (the target views only: the reference) or "all" (the
+  real context views too, as in a plain VAE: the latent must explain what
+  was seen).
+  """
+  if targets == "held_out":
+    return sample_rays(batch["target_images"], batch["target_intrinsics"], batch["target_cam_to_world"], key,
+                       num_rays, object_fraction=object_fraction)
+  if targets != "all":
+    raise errors.ConfigError(f"config.loss.targets={targets!r}; choose held_out or all.")
+  cat = lambda k: jnp.concatenate([batch[f"context_{k}"], batch[f"target_{k}"]], axis=1)
+  mask = jnp.concatenate([batch["context_mask"], jnp.ones(batch["target_images"].shape[:2], bool)], axis=1)
+  return sample_rays(cat("images"), cat("intrinsics"), cat("cam_to_world"), key, num_rays, mask, object_fraction)
+
+
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
-              free_bits: float = 0.0, coarse_weight: float = 0.1):
+              free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
+              object_fraction: float = 0.0):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
-  (``ray_log_likelihood`` of R random target rays) minus KL(q(z | context) ||
-  N(0, I)). The loss is -(LL - beta * max(KL, free_bits) + coarse_weight *
-  LL_coarse), averaged over scenes and divided by the number of target pixels
-  (a constant, which keeps the numbers readable). LL_coarse trains the coarse
-  pass, as in NeRF.
+  (``ray_log_likelihood`` of R rays from ``training_rays``) minus
+  KL(q(z | context) || N(0, I)). The loss is -(LL - beta * max(KL, free_bits)
+  + coarse_weight * LL_coarse) / P per scene, averaged over scenes, where P
+  is the number of pixels the likelihood covers (it keeps the numbers
+  readable). LL_coarse trains the coarse pass, as in NeRF.
 
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
-    nats), the KL per scene, the fine pass's MSE and PSNR, and beta.
+    nats), the KL per scene, the fine pass's MSE and PSNR (estimates over
+    whole images), and beta.
   """
   k_z, k_rays, k_render = jax.random.split(key, 3)
   mean, scale = infer(model, params, batch)
   z = sample_latent(k_z, mean, scale)
-  rays = target_rays(batch, k_rays, num_rays)
+  rays = training_rays(batch, k_rays, num_rays, targets=targets, object_fraction=object_fraction)
   ll, out = ray_log_likelihood(model, params, z, rays, k_render, likelihood_scale=likelihood_scale)
-  _, t, h, w, _ = batch["target_images"].shape
-  pixels = t * h * w
+  per_pixel = lambda x: jnp.mean(x / rays.pixels)
   kl = posterior.kl_to_standard_normal(mean, scale)
   objective = ll["fine"] - beta * jnp.maximum(kl, free_bits) + coarse_weight * ll["coarse"]
-  loss = -jnp.mean(objective) / pixels
-  mse = jnp.mean(jnp.square(out["fine"]["rgb"] - rays.colours))
+  mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
   metrics = {
-      "loss": loss, "elbo_per_pixel": jnp.mean(ll["fine"] - kl) / pixels,
-      "ll_per_pixel": jnp.mean(ll["fine"]) / pixels, "kl_per_pixel": jnp.mean(kl) / pixels, "kl": jnp.mean(kl),
-      "mse": mse, "psnr": metrics_lib.psnr(mse, jnp), "mse_coarse": jnp.mean(jnp.square(out["coarse"]["rgb"] - rays.colours)),
+      "loss": -per_pixel(objective), "elbo_per_pixel": per_pixel(ll["fine"] - kl),
+      "ll_per_pixel": per_pixel(ll["fine"]), "kl_per_pixel": per_pixel(kl), "kl": jnp.mean(kl),
+      "mse": mse, "psnr": metrics_lib.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
       "beta": jnp.asarray(beta, jnp.float32),
   }
-  return loss, metrics
+  return metrics["loss"], metrics
 
 
 def posterior_samples(model: NeRFVAE, params, mean, scale, rays: Rays, key, *, num_samples: int,

@@ -22,9 +22,14 @@ def to_scale(raw):
   return jax.nn.softplus(raw + SCALE_BIAS) + MIN_SCALE
 
 
+def _weights(mask, x):
+  """mask [B, K, ...] (any leading dims of x) as float weights broadcastable to x."""
+  return mask.astype(x.dtype).reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+
+
 def _masked_mean(x, mask):
-  """Mean over the view axis 1 of x [B, K, ...] with mask [B, K]."""
-  w = mask.astype(x.dtype).reshape(mask.shape + (1,) * (x.ndim - 2))
+  """Mean over the view axis 1 of x [B, K, ...] with mask [B, K] (or [B, K, N] for per-token masks)."""
+  w = _weights(mask, x)
   return jnp.sum(w * x, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
 
 
@@ -33,7 +38,8 @@ def average(mu, raw, mask):
 
   Args:
     mu, raw: [B, K, ...] per-view means and unconstrained scales.
-    mask: [B, K] bool, which views are real.
+    mask: [B, K] bool, which views are real (or [B, K, N]: which views see
+      each of N tokens; a token no view sees keeps the prior).
 
   Returns:
     (mean, scale) [B, ...].
@@ -47,7 +53,7 @@ def product_of_experts(mu, raw, mask):
   Precisions add: 1/s^2 = 1 + sum_v 1/s_v^2; means are precision-weighted.
   """
   prec_v = 1.0 / jnp.square(to_scale(raw))
-  w = mask.astype(mu.dtype).reshape(mask.shape + (1,) * (mu.ndim - 2))
+  w = _weights(mask, mu)
   prec = 1.0 + jnp.sum(w * prec_v, axis=1)
   mean = jnp.sum(w * prec_v * mu, axis=1) / prec
   return mean, jax.lax.rsqrt(prec)

@@ -5,9 +5,9 @@ radius) and of the view direction. Every hidden layer is FiLM-modulated by a
 conditioning vector c: h <- relu(W h * (1 + gamma(c)) + beta(c)).
 
 * ``global`` latent z [B, D]: c = z, the same for every point of a scene.
-* ``attentive`` latent z [B, T, Dt] (a set of tokens): each point's encoding
-  queries the tokens with multi-head cross-attention, and c is the result,
-  so different parts of space can read different tokens.
+* ``grid`` latent z [B, G^3, D] (a grid of cells in the world,
+  ``models/grid.py``): c is the trilinear interpolation of the cells around
+  the point, so each part of space reads the latent of where it is.
 * ``none``: no latent and no FiLM layers: a plain NeRF MLP (the per-scene
   baseline, ``nerf_vae_jax.baselines.nerf``).
 
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from nerf_vae_jax import rendering
+from nerf_vae_jax.models import grid
 
 
 class SceneFunction(nn.Module):
@@ -33,8 +34,9 @@ class SceneFunction(nn.Module):
   depth: int = 4
   position_frequencies: int = 8
   direction_frequencies: int = 3
-  conditioning: str = "global"  # or "attentive"
-  num_heads: int = 4
+  conditioning: str = "global"  # "global", "grid" or "none"
+  grid_size: int = 8  # grid only: G cells per axis
+  film_init_scale: float = 0.0  # std of the FiLM kernels at initialisation (0: zeros)
   scene_radius: float = 1.0
   dtype: Any = jnp.float32
 
@@ -43,7 +45,7 @@ class SceneFunction(nn.Module):
     """
     Args:
       points: [B, R, S, 3] world positions; directions: [B, R, 3] unit rays.
-      latent: [B, D] (global), [B, T, Dt] (attentive) or None (none).
+      latent: [B, D] (global), [B, G^3, D] (grid) or None (none).
 
     Returns:
       density [B, R, S] >= 0 and rgb [B, R, S, 3] in (0, 1), float32.
@@ -53,21 +55,22 @@ class SceneFunction(nn.Module):
     d = rendering.positional_encoding(directions, self.direction_frequencies)
     if self.conditioning == "global":
       cond = latent[:, None, None, :]  # [B, 1, 1, D]
-    elif self.conditioning == "attentive":
-      query = nn.Dense(self.width, dtype=self.dtype)(x).reshape(b, r * s, self.width)
-      tokens = nn.Dense(self.width, dtype=self.dtype)(latent)
-      cond = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)(query, tokens)
-      cond = cond.reshape(b, r, s, self.width)
+    elif self.conditioning == "grid":
+      cond = grid.trilinear(latent, points, self.grid_size, self.scene_radius)  # [B, R, S, D]
     elif self.conditioning == "none":
       cond = None
     else:
-      raise ValueError(f"conditioning must be 'global', 'attentive' or 'none', not {self.conditioning!r}")
+      raise ValueError(f"conditioning must be 'global', 'grid' or 'none', not {self.conditioning!r}")
+    # Zero FiLM kernels leave the latent without gradient at the start (only
+    # the background head would reach the encoder); a small scale lets the
+    # scene content pull on it from the first step.
+    film_init = (nn.initializers.normal(self.film_init_scale) if self.film_init_scale
+                 else nn.initializers.zeros)
     h = x.astype(self.dtype)
     for i in range(self.depth):
       h = nn.Dense(self.width, dtype=self.dtype, name=f"layer_{i}")(h)
       if cond is not None:
-        film = nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                        name=f"film_{i}")(cond)
+        film = nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=film_init, name=f"film_{i}")(cond)
         gamma, beta = jnp.split(film, 2, axis=-1)
         h = h * (1.0 + gamma) + beta
       h = nn.relu(h)
@@ -85,6 +88,6 @@ class BackgroundHead(nn.Module):
 
   @nn.compact
   def __call__(self, latent):
-    z = latent if latent.ndim == 2 else jnp.mean(latent, axis=1)  # tokens: their mean
+    z = latent if latent.ndim == 2 else jnp.mean(latent, axis=1)  # grid: the mean of its cells
     h = nn.relu(nn.Dense(self.width)(z))
     return jax.nn.sigmoid(nn.Dense(3)(h))

@@ -60,6 +60,8 @@ SPECS = {
     s.name: s
     for s in (
         SceneSpec("tiny", 32, 32, 8, {"train": 512, "test": 64, "test_ood": 64}),
+        # 32px: tiny's scenes, enough of them that long CPU runs do not memorise the training set.
+        SceneSpec("32px", 32, 32, 8, {"train": 20_000, "test": 256, "test_ood": 64}),
         SceneSpec("64px", 64, 64, 10, {"train": 200_000, "test": 2_000, "test_ood": 2_000}),
         # 64px_mini: scenes exactly like 64px's, few of them (benchmarks, smoke tests).
         SceneSpec("64px_mini", 64, 64, 10, {"train": 512, "test": 64, "test_ood": 64}),

@@ -107,6 +107,12 @@ def train(config, workdir: str) -> dict:
   # ---- The loop. The host waits on the device only at logging and
   # checkpoint steps, where the losses since the last check are inspected.
   pending, last, t0, s0 = [], {}, time.time(), start
+  # Wall-clock minutes of training so far (carried over a resume), for learning curves against time.
+  earlier = [r for r in summaries.read_metrics(workdir) if r["step"] <= start]
+  elapsed0 = earlier[-1].get("elapsed_minutes", 0.0) if earlier else 0.0
+  t_start = time.time()
+  budget = config.train.get("time_budget_minutes", 0)
+  deadline = time.time() + 60 * budget if budget else float("inf")
   rays_per_step = config.train.batch_size * config.loss.num_rays
   try:
     for step in range(start + 1, config.train.num_steps + 1):
@@ -116,6 +122,8 @@ def train(config, workdir: str) -> dict:
       with jax.transfer_guard("disallow"):
         state, metrics = step_fn(state, batch, train_key)
       pending.append((step, metrics["loss"]))
+      if time.time() > deadline:  # the same wall-clock budget for every arm of a study
+        stop["signal"] = stop["signal"] or "time budget"
       is_log = step % config.train.log_every == 0 or step == config.train.num_steps
       is_ckpt = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
       if is_log or is_ckpt or stop["signal"]:
@@ -131,6 +139,7 @@ def train(config, workdir: str) -> dict:
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
         last["steps_per_s"] = (step - s0) / dt
         last["rays_per_s"] = last["steps_per_s"] * rays_per_step
+        last["elapsed_minutes"] = elapsed0 + (time.time() - t_start) / 60
         writer.scalars(step, last)
         eta = (config.train.num_steps - step) / max(last["steps_per_s"], 1e-9)
         _log(f"step {step}/{config.train.num_steps}  loss {last['loss']:.4f}  psnr {last['psnr']:.2f}  "
@@ -142,7 +151,7 @@ def train(config, workdir: str) -> dict:
       if is_ckpt or stop["signal"]:
         checkpoints.save(mngr, step, state, it.get_state())
       if stop["signal"]:
-        _log(f"Signal {stop['signal']} received: saved a checkpoint at step {step}; exiting.")
+        _log(f"Stopping ({stop['signal']}): saved a checkpoint at step {step}; exiting.")
         break
   finally:
     mngr.wait_until_finished()

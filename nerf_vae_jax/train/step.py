@@ -18,11 +18,11 @@ from nerf_vae_jax.models import nerf_vae
 
 
 def learning_rate_schedule(train_config):
-  """Linear warm-up to the peak rate, then cosine decay to 1% of it."""
+  """Linear warm-up to the peak rate, then cosine decay to ``final_learning_rate_ratio`` of it."""
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
       decay_steps=max(train_config.num_steps, train_config.warmup_steps + 1),
-      end_value=0.01 * train_config.learning_rate)
+      end_value=train_config.get("final_learning_rate_ratio", 0.01) * train_config.learning_rate)
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:
@@ -53,7 +53,8 @@ def train_step(model, tx, config, state, batch, key):
   step = state["step"]
   loss_fn = functools.partial(
       nerf_vae.elbo_loss, model, num_rays=config.loss.num_rays, likelihood_scale=config.loss.likelihood_scale,
-      beta=beta_at(step, config.loss), free_bits=config.loss.free_bits, coarse_weight=config.loss.coarse_weight)
+      beta=beta_at(step, config.loss), free_bits=config.loss.free_bits, coarse_weight=config.loss.coarse_weight,
+      targets=config.loss.get("targets", "held_out"), object_fraction=config.loss.get("object_fraction", 0.0))
   (_, metrics), grads = jax.value_and_grad(
       lambda p: loss_fn(p, batch, jax.random.fold_in(key, step)), has_aux=True)(state["params"])
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
