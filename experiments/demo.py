@@ -28,7 +28,8 @@ def demo(out: str, steps: int | None, num_scenes: int) -> None:
   from experiments.configs import shape_scenes
   from nerf_vae_jax import visualize
   from nerf_vae_jax.data import build, source
-  from nerf_vae_jax.evaluation import metrics, run
+  from nerf_vae_jax.evaluation import metrics as metrics_lib
+  from nerf_vae_jax.evaluation import run
   from nerf_vae_jax.train import loop
 
   config = shape_scenes.get_config("tiny")
@@ -57,7 +58,7 @@ def demo(out: str, steps: int | None, num_scenes: int) -> None:
   print("  context views  NeRF-VAE  mean colour       NeRF-VAE  mean colour   NeRF-VAE  mean colour")
   for r in metrics["results"]:
     print(f"  {r['num_context_views']:13d}  {r['mse']:8.5f}  {r['baseline_mse']:11.5f}      "
-          f"{metrics.psnr(r['mse']):5.2f} dB  {metrics.psnr(r['baseline_mse']):8.2f} dB   "
+          f"{metrics_lib.psnr(r['mse']):5.2f} dB  {metrics_lib.psnr(r['baseline_mse']):8.2f} dB   "
           f"{r['psnr']:5.2f} dB  {r['baseline_psnr']:8.2f} dB")
   print("  (mean colour: every pixel painted with the mean colour of the context views)")
   print(f"\nOutputs ({time.time() - start:.0f} s):")

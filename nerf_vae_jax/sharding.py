@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from nerf_vae_jax import errors
+
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D mesh named ``data`` over ``devices`` (default: all devices).
@@ -35,7 +37,7 @@ def check_batch_size(global_batch: int) -> int:
   """The per-process batch; a clear error if the global batch does not split evenly."""
   devices, processes = jax.device_count(), jax.process_count()
   if global_batch % devices:
-    raise ValueError(f"config.train.batch_size={global_batch} is not divisible by the {devices} devices; "
+    raise errors.ConfigError(f"config.train.batch_size={global_batch} is not divisible by the {devices} devices; "
                      f"use a multiple of {devices} (the batch size is global, in scenes).")
   return global_batch // processes
 

@@ -217,3 +217,15 @@ def test_learning_curve_evaluates_each_checkpoint_once_against_training_minutes(
   curves.plot({"toy": rows}, str(tmp_path / "curves.png"))
   assert (tmp_path / "curves.png").stat().st_size > 1000
   assert "| toy | 4 |" in curves.last_row_table({"toy": rows})
+
+
+def test_demo_runs_end_to_end_and_prints_its_table(runner_env, tmp_path):
+  """`make demo`'s command with 2 steps and 2 scenes: build, train, evaluate, summary."""
+  e, _ = runner_env
+  r = _cmd(e, "experiments.demo", f"--out={tmp_path}", "--steps=2", "--num_scenes=2")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "Novel views of 2 held-out test scenes (step 2)" in r.stdout
+  rows = [l for l in r.stdout.splitlines() if re.match(r"\s+[1-4]\s+0\.\d+", l)]
+  assert len(rows) == 4, r.stdout[-2000:]
+  assert os.path.exists(tmp_path / "contact_sheet.png")
+  assert os.path.exists(tmp_path / "train_tiny" / "eval" / "2" / "report.html")

@@ -47,7 +47,7 @@ def select_views(scene: dict, rng: np.random.Generator, views: ViewSampling) -> 
   num_views = scene["images"].shape[0]
   k, t = views.max_context, views.num_targets
   if k + t > num_views:
-    raise ValueError(f"{k} context + {t} target views need {k + t} views per scene; the dataset has {num_views}.")
+    raise errors.ConfigError(f"{k} context + {t} target views need {k + t} views per scene; the dataset has {num_views}.")
   order = rng.permutation(num_views)
   n = int(rng.integers(views.min_context, views.max_context + 1))
   context = np.concatenate([order[:n], np.resize(order[:n], k - n)])  # pad with real views
