@@ -51,7 +51,7 @@ def test_benchmark_writes_its_json(runner_env, tmp_path):
   assert b["config"]["variant"] == "tiny" and "--config.model.mlp_width=32" in b["config"]["overrides"]
   assert set(b["per_device_count"]) == {"1", "2"}
   for run in b["per_device_count"].values():
-    assert run["train_step_s"] > 0 and run["recompilations_after_warmup"] == 0
+    assert run["train_step_s"] > 0 and run["recompilations_after_warmup"] == 0 and run["step_memory_bytes"] > 0
     assert run["achieved_flops_per_s"] == pytest.approx(b["model_flops_per_step"] / run["train_step_s"])
     # (No upper bound: the toy model's in-run peak is a 32-wide matmul, and a busy machine moves it.)
     assert run["mfu"] == pytest.approx(run["achieved_flops_per_s"] / run["peak_flops_per_s"]) and run["mfu"] > 0

@@ -21,9 +21,11 @@ def _losses(workdir):
 
 @pytest.fixture(scope="module")
 def reference(tiny_data_dir, tmp_path_factory):
-  """An uninterrupted 12-step run, checkpoints at 4, 8, 12."""
+  """An uninterrupted 12-step run, checkpoints at 4, 8, 12, preview images at 6 and 12."""
   workdir = str(tmp_path_factory.mktemp("reference"))
-  last = loop.train(small_config(tiny_data_dir, 12), workdir)
+  config = small_config(tiny_data_dir, 12)
+  config.train.image_every = 6
+  last = loop.train(config, workdir)
   return workdir, last
 
 
@@ -35,9 +37,13 @@ def test_logs_checkpoints_and_config(reference):
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))) == [4, 8, 12]
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["latent_dim"] == 16
+  (events,) = os.listdir(os.path.join(workdir, "tensorboard"))
+  with open(os.path.join(workdir, "tensorboard", events), "rb") as f:
+    assert f.read().count(b"context|target|reconstruction|depth") == 2  # the preview at steps 6 and 12
 
 
 def test_resume_continues_with_exactly_the_same_losses(reference, tiny_data_dir, tmp_path):
+  """(Without preview images: rendering them must not change training.)"""
   workdir, _ = reference
   loop.train(small_config(tiny_data_dir, 8), str(tmp_path))  # stops at 8 ...
   loop.train(small_config(tiny_data_dir, 12), str(tmp_path))  # ... and goes on to 12
@@ -63,3 +69,25 @@ def test_non_finite_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path):
   with pytest.raises(loop.NonFiniteLossError, match="The loss became inf at step 1; stopping"):
     loop.train(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "checkpoints" / "1")
+
+
+def test_time_budget_stops_with_a_checkpoint_and_logs_elapsed_minutes(tiny_data_dir, tmp_path, capsys):
+  config = small_config(tiny_data_dir, 1000, ckpt_every=1000)
+  config.train.time_budget_minutes = 1e-6  # spent by the end of the first step
+  last = loop.train(config, str(tmp_path))
+  assert "Stopping (time budget): saved a checkpoint at step 1" in capsys.readouterr().out
+  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+  assert last["elapsed_minutes"] > 0 and _losses(tmp_path).keys() == {1}
+
+
+def test_memory_is_reported_and_a_step_that_cannot_fit_stops_before_training(tiny_data_dir, tmp_path, capsys):
+  from nerf_vae_jax.train import memory
+  config = small_config(tiny_data_dir, 1)
+  loop.train(config, str(tmp_path / "fits"))
+  line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("Training step memory per device"))
+  used = float(line.split(": ")[1].split(" GiB")[0])
+  assert 0 < used < 4 and "4 scene(s) x 32 rays per device" in line  # batch 8 over the 2 devices
+  config.train.memory_limit_gib = used / 2
+  with pytest.raises(memory.OutOfMemoryError, match=r"It does not fit\..*lower config.train.batch_size \(now 8 over 2"):
+    loop.train(config, str(tmp_path / "too_small"))
+  assert not os.path.exists(tmp_path / "too_small" / "metrics.jsonl")  # stopped before the first step

@@ -84,8 +84,10 @@ def test_two_processes_match_one_process(env, reference, tmp_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   procs = [subprocess.Popen(
-      _args(data_dir, tmp_path, 4, extra=[f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                                          f"--process_id={i}"]),
+      # Images, checkpoints and logs all on: each touches the global arrays.
+      _args(data_dir, tmp_path, 4, ckpt_every=2, extra=[f"--coordinator_address=127.0.0.1:{port}",
+                                                        "--num_processes=2", f"--process_id={i}",
+                                                        "--config.train.image_every=2"]),
       env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   outs = [p.communicate(timeout=300)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]

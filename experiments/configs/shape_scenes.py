@@ -64,12 +64,13 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.loss.object_fraction = 0.5 if recipe else 0.0  # share of rays from likely-object pixels (importance-weighted)
 
   c.train = config_dict.ConfigDict()
-  c.train.num_steps = 1200 if tiny else 500_000
+  c.train.num_steps = 1800 if tiny else 500_000
   c.train.batch_size = 8 if tiny else 64  # global, in scenes; divisible by the device count
   c.train.learning_rate = 2e-3 if tiny else 5e-4
   c.train.warmup_steps = 100 if tiny else 2_000
   c.train.final_learning_rate_ratio = 0.01  # cosine decay ends at this fraction of the peak
   c.train.grad_clip = 1.0  # global-norm clipping
+  c.train.memory_limit_gib = config_dict.placeholder(float)  # per device; None: what the device reports
   c.train.time_budget_minutes = 0.0  # stop (with a checkpoint) after this much wall-clock time (0: no limit)
   c.train.checkpoint_every = 250 if tiny else 5_000
   c.train.keep_checkpoints = 3

@@ -12,8 +12,6 @@ Shapes: N problems, V views of H x W pixels, R rays per problem per step.
 from __future__ import annotations
 
 import functools
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -27,34 +25,25 @@ from nerf_vae_jax.models.scene_function import SceneFunction
 
 class NeRF(nn.Module):
   """A NeRF of one scene: coarse and fine passes, a learned background colour."""
-  mlp_width: int = 128
-  mlp_depth: int = 4
-  position_frequencies: int = 8
-  direction_frequencies: int = 3
+  field: SceneFunction  # conditioning "none": no latent
   num_coarse: int = 32
   num_fine: int = 32
-  scene_radius: float = 1.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, origins, directions, key, randomized: bool = True):
     """origins, directions [R, 3] -> {"coarse", "fine"}: dicts of rgb [R, 3], depth, acc [R]."""
-    field = SceneFunction(width=self.mlp_width, depth=self.mlp_depth, position_frequencies=self.position_frequencies,
-                          direction_frequencies=self.direction_frequencies, conditioning="none",
-                          scene_radius=self.scene_radius, dtype=self.dtype)
     background = jax.nn.sigmoid(self.param("background", nn.initializers.zeros, (3,)))
     out = rendering.render_coarse_fine(
-        lambda x, d: field(x, d, None), background[None, None], origins[None], directions[None], key,
-        num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.scene_radius, randomized=randomized)
+        lambda x, d: self.field(x, d, None), background[None, None], origins[None], directions[None], key,
+        num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.field.scene_radius,
+        randomized=randomized)
     return jax.tree.map(lambda x: x[0], out)
 
 
 def from_config(model_config, scene_radius: float) -> NeRF:
-  """The NeRF with the scene-function settings of a NeRF-VAE ``config.model``."""
+  """The NeRF with the scene-function settings of a NeRF-VAE ``config.model``, without the latent."""
   vae = nerf_vae.from_config(model_config, scene_radius)  # validates the config, maps the dtype
-  return NeRF(mlp_width=vae.mlp_width, mlp_depth=vae.mlp_depth, position_frequencies=vae.position_frequencies,
-              direction_frequencies=vae.direction_frequencies, num_coarse=vae.num_coarse, num_fine=vae.num_fine,
-              scene_radius=scene_radius, dtype=vae.dtype)
+  return NeRF(field=nerf_vae.scene_function_of(vae, "none"), num_coarse=vae.num_coarse, num_fine=vae.num_fine)
 
 
 def fit(model: NeRF, images, intrinsics, cam_to_world, num_views, key, *, steps: int, num_rays: int = 1024,

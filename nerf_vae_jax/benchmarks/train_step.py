@@ -34,7 +34,7 @@ from nerf_vae_jax.data import build, pipeline
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
-from nerf_vae_jax.train import step as step_lib, workdir as workdir_lib
+from nerf_vae_jax.train import memory, step as step_lib, workdir as workdir_lib
 
 # Dense matmul peaks per device (FLOP/s), from the vendors' data sheets (no sparsity).
 PEAK_FLOPS = {
@@ -104,7 +104,9 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int) -> di
 
   step_fn = jax.jit(step, in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
   # XLA's cost analysis describes the per-device program: scale it to the whole mesh.
-  xla_flops = step_fn.lower(state, batch, key).compile().cost_analysis().get("flops")
+  compiled = step_fn.lower(state, batch, key).compile()
+  step_memory = memory.step_bytes(compiled)  # per device, from XLA's memory analysis
+  xla_flops = compiled.cost_analysis().get("flops")
   xla_flops = xla_flops * len(devices) if xla_flops else None
   for _ in range(warmup):
     state, metrics = step_fn(state, batch, key)
@@ -121,7 +123,8 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int) -> di
   stats = devices[0].memory_stats() or {}
   return {"train_step_s": statistics.median(times), "xla_flops_per_step": xla_flops,
           "recompilations_after_warmup": len(traces) - compiles_after_warmup,
-          "peak_memory_bytes": stats.get("peak_bytes_in_use"), "params": state["params"]}
+          "peak_memory_bytes": stats.get("peak_bytes_in_use"), "step_memory_bytes": step_memory["total"],
+          "params": state["params"]}
 
 
 def time_render(model, params, spec, size: int, chunk: int, repeats: int = 10) -> float:
@@ -209,7 +212,8 @@ def print_table(r: dict) -> None:
            if k.startswith("render_view_") and k.endswith("_s") and k != "render_view_s"]
   rows += [("pipeline", f"{r['pipeline_scenes_per_s']:,.0f} scenes/s ({r['pipeline_workers']} workers, "
                         f"{r['pipeline_dataset']}), {r['pipeline_ratio']:.1f}x what the step consumes"),
-           ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" if r["peak_memory_bytes"] else "n/a")]
+           ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" if r["peak_memory_bytes"] else "n/a"),
+           ("step memory per device (XLA)", f"{r['step_memory_bytes'] / 2**30:.3f} GiB")]
   width = max(len(k) for k, _ in rows)
   for k, v in rows:
     print(f"{k:<{width}}  {v}")

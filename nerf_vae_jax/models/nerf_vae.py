@@ -62,10 +62,7 @@ class NeRFVAE(nn.Module):
       self.cell_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
       # Zero-initialised: every posterior starts as N(0, I), as with the global head.
       self.cell_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
-    self.scene_function = SceneFunction(
-        width=self.mlp_width, depth=self.mlp_depth, position_frequencies=self.position_frequencies,
-        direction_frequencies=self.direction_frequencies, conditioning=self.latent, grid_size=self.grid_size,
-        film_init_scale=self.film_init_scale, scene_radius=self.scene_radius, dtype=self.dtype)
+    self.scene_function = scene_function_of(self, self.latent)
     self.background = BackgroundHead()
 
   def infer(self, context: dict):
@@ -118,6 +115,14 @@ class NeRFVAE(nn.Module):
   def __call__(self, context, origins, directions, key):
     mean, _ = self.infer(context)
     return self.render_rays(mean, origins, directions, key)
+
+
+def scene_function_of(m: NeRFVAE, conditioning: str) -> SceneFunction:
+  """The scene function of a NeRF-VAE's settings (``conditioning="none"``: the per-scene NeRF's)."""
+  return SceneFunction(
+      width=m.mlp_width, depth=m.mlp_depth, position_frequencies=m.position_frequencies,
+      direction_frequencies=m.direction_frequencies, conditioning=conditioning, grid_size=m.grid_size,
+      film_init_scale=m.film_init_scale, scene_radius=m.scene_radius, dtype=m.dtype)
 
 
 def from_config(config, scene_radius: float) -> NeRFVAE:

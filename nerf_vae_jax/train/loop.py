@@ -21,7 +21,7 @@ from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import errors, sharding, visualize
 from nerf_vae_jax.data import build, pipeline, source
 from nerf_vae_jax.models import nerf_vae
-from nerf_vae_jax.train import checkpoints, step as step_lib, summaries, workdir as workdir_lib
+from nerf_vae_jax.train import checkpoints, memory, step as step_lib, summaries, workdir as workdir_lib
 
 
 class NonFiniteLossError(errors.UserError):
@@ -51,19 +51,32 @@ def input_pipeline(config, per_process_batch: int):
   return pipeline.make_iterator(ds, workers=config.data.workers)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _preview_render(model, params, one, height, width):
-  mean, _ = nerf_vae.infer(model, params, one)
-  return nerf_vae.render_views(model, params, mean, one["target_intrinsics"][:, :1],
-                               one["target_cam_to_world"][:, :1], height, width)
-
-
-def preview(model, params, batch, spec) -> np.ndarray:
-  """context | target | reconstruction | depth of a batch's first scene, uint8 [H, W', 3]."""
+def _preview_arrays(model, params, batch, height: int, width: int):
+  """The first scene of a batch: its first context and target views, and the target rendered from the context."""
   one = jax.tree.map(lambda x: x[:1], batch)
-  out = jax.device_get(_preview_render(model, params, one, spec.height, spec.width))
-  ctx, tgt = jax.device_get((one["context_images"][0, 0], one["target_images"][0, 0]))
-  return visualize.grid([[ctx, tgt, visualize.to_uint8(out["rgb"][0, 0]), visualize.depth_to_rgb(out["depth"][0, 0])]])
+  mean, _ = nerf_vae.infer(model, params, one)
+  out = nerf_vae.render_views(model, params, mean, one["target_intrinsics"][:, :1],
+                              one["target_cam_to_world"][:, :1], height, width)
+  return {"context": one["context_images"][0, 0], "target": one["target_images"][0, 0],
+          "rgb": out["rgb"][0, 0], "depth": out["depth"][0, 0]}
+
+
+def make_preview(model, spec, mesh):
+  """params, batch -> context | target | reconstruction | depth of the batch's first scene, uint8 [H, W', 3].
+
+  A collective over the global batch: every process must call it at the same
+  step (the output is replicated, so every process can read it; only
+  process 0 writes it). Called on process 0 alone, the others would run ahead
+  into the next step and the run would hang or abort.
+  """
+  render = jax.jit(functools.partial(_preview_arrays, model, height=spec.height, width=spec.width),
+                   out_shardings=sharding.replicated(mesh))
+
+  def preview(params, batch) -> np.ndarray:
+    a = jax.device_get(render(params, batch))
+    return visualize.grid([[a["context"], a["target"], visualize.to_uint8(a["rgb"]), visualize.depth_to_rgb(a["depth"])]])
+
+  return preview
 
 
 def train(config, workdir: str) -> dict:
@@ -99,7 +112,14 @@ def train(config, workdir: str) -> dict:
   step_fn = jax.jit(functools.partial(step_lib.train_step, model, tx, config),
                     in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
   train_key = jax.device_put(train_key, repl)
+  # Compiled ahead of the first batch, so that a step that cannot fit stops here, with the numbers.
+  batch_structs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh) for k, v in
+                   batch_lib.for_config(config, spec.height, spec.width, config.train.batch_size).items()}
+  step_fn = step_fn.lower(checkpoints.abstract_like(abstract, repl), batch_structs, train_key).compile()
+  _log(memory.report(memory.step_bytes(step_fn), memory.device_capacity(config.train.get("memory_limit_gib")),
+                     config))
 
+  preview = make_preview(model, spec, mesh)
   writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, resume_step=start)
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
@@ -146,8 +166,8 @@ def train(config, workdir: str) -> dict:
              f"kl {last['kl']:.1f}  {last['steps_per_s']:.2f} steps/s  {last['rays_per_s']:,.0f} rays/s  "
              f"ETA {eta / 60:.1f} min")
         t0, s0 = time.time(), step
-      if config.train.image_every and step % config.train.image_every == 0 and jax.process_index() == 0:
-        writer.image(step, "context|target|reconstruction|depth", preview(model, state["params"], batch, spec))
+      if config.train.image_every and step % config.train.image_every == 0:  # every process: a collective
+        writer.image(step, "context|target|reconstruction|depth", preview(state["params"], batch))
       if is_ckpt or stop["signal"]:
         checkpoints.save(mngr, step, state, it.get_state())
       if stop["signal"]:
