@@ -213,10 +213,10 @@ def sample_rays(images, intrinsics, cam_to_world, key, num_rays: int, view_mask=
   return Rays(pick(o), pick(d), pick(images).astype(jnp.float32) / 255.0, weights, pixels)
 
 
-def target_rays(batch: dict, key, num_rays: int) -> Rays:
-  """``sample_rays`` (uniform) of a batch's target views."""
+def target_rays(batch: dict, key, num_rays: int, object_fraction: float = 0.0) -> Rays:
+  """``sample_rays`` of a batch's target views (uniform by default)."""
   return sample_rays(batch["target_images"], batch["target_intrinsics"], batch["target_cam_to_world"], key,
-                     num_rays)
+                     num_rays, object_fraction=object_fraction)
 
 
 def gaussian_log_likelihood(x, mean, scale: float):
@@ -257,8 +257,7 @@ def training_rays(batch: dict, key, num_rays: int, *, targets: str = "held_out",
   was seen).
   """
   if targets == "held_out":
-    return sample_rays(batch["target_images"], batch["target_intrinsics"], batch["target_cam_to_world"], key,
-                       num_rays, object_fraction=object_fraction)
+    return target_rays(batch, key, num_rays, object_fraction)
   if targets != "all":
     raise errors.ConfigError(f"config.loss.targets={targets!r}; choose held_out or all.")
   cat = lambda k: jnp.concatenate([batch[f"context_{k}"], batch[f"target_{k}"]], axis=1)
