@@ -3,6 +3,9 @@
 
   python -m experiments.benchmark --config=experiments/configs/shape_scenes.py:global [--config.x=y]
       [--json=FILE] [--steps=20]
+  # Memory per device against per-device batch, micro-batches and remat (compiled, not run):
+  python -m experiments.benchmark --config=experiments/configs/shape_scenes.py:global --memory_table \
+      [--batches=1,2,4,8] [--microbatches=1,2,4] [--capacity_gib=80]
 """
 
 import json
@@ -12,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
-from nerf_vae_jax.benchmarks import train_step
+from nerf_vae_jax.benchmarks import memory_table, train_step
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
@@ -21,12 +24,25 @@ flags.DEFINE_integer("warmup", 3, "Untimed steps first (compilation, caches).")
 flags.DEFINE_integer("pipeline_workers", 2, "grain workers for the pipeline measurement.")
 flags.DEFINE_integer("pipeline_batches", 40, "Batches read for the pipeline measurement.")
 flags.DEFINE_list("render_sizes", [], "Also render one view of each of these sizes (e.g. 256) and time it.")
+flags.DEFINE_bool("memory_table", False, "Only tabulate the step's memory per device (nerf_vae_jax/benchmarks/"
+                  "memory_table.py) over --batches x --microbatches x remat off/on.")
+flags.DEFINE_list("batches", ["1", "2", "4", "8"], "Scenes per device for --memory_table.")
+flags.DEFINE_list("microbatches", ["1", "2", "4"], "Micro-batch counts for --memory_table.")
+flags.DEFINE_float("capacity_gib", 80.0, "For --memory_table: the scenes per micro-batch that fit a device this big.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
 
 def benchmark_and_report():
   overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  if FLAGS.memory_table:
+    r = memory_table.run(FLAGS.config, [int(b) for b in FLAGS.batches], [int(m) for m in FLAGS.microbatches],
+                         FLAGS.capacity_gib)
+    print(memory_table.markdown(r))
+    if FLAGS.json:
+      with open(FLAGS.json, "w") as f:
+        json.dump(r, f, indent=2)
+    return
   r = train_step.benchmark(FLAGS.config, overrides, FLAGS.steps, FLAGS.warmup, FLAGS.pipeline_workers,
                            FLAGS.pipeline_batches, FLAGS.render_sizes)
   train_step.print_table(r)

@@ -87,7 +87,10 @@ def test_memory_is_reported_and_a_step_that_cannot_fit_stops_before_training(tin
   line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("Training step memory per device"))
   used = float(line.split(": ")[1].split(" GiB")[0])
   assert 0 < used < 4 and "4 scene(s) x 32 rays per device" in line  # batch 8 over the 2 devices
-  config.train.memory_limit_gib = used / 2
-  with pytest.raises(memory.OutOfMemoryError, match=r"It does not fit\..*lower config.train.batch_size \(now 8 over 2"):
+  config.train.memory_limit_gib = used / 100
+  # 100x too big: micro-batches alone cannot fix it, so the first fix named is the most there are (4 scenes
+  # per device), then remat, bfloat16, and a smaller batch.
+  with pytest.raises(memory.OutOfMemoryError, match=r"It does not fit \(\d+\.\dx.*config.train.microbatches=4 \(now 1"
+                                                    r".*config.model.remat_chunks=8.*bfloat16.*batch_size \(now 8 over 2"):
     loop.train(config, str(tmp_path / "too_small"))
   assert not os.path.exists(tmp_path / "too_small" / "metrics.jsonl")  # stopped before the first step

@@ -4,9 +4,11 @@ and command-line overrides. The loop itself is tested in-process (test_loop.py).
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -80,9 +82,7 @@ def test_eight_devices_match_one_device(env, reference, tmp_path):
 
 def test_two_processes_match_one_process(env, reference, tmp_path):
   e, data_dir = env
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+  port = _free_port()
   procs = [subprocess.Popen(
       # Images, checkpoints and logs all on: each touches the global arrays.
       _args(data_dir, tmp_path, 4, ckpt_every=2, extra=[f"--coordinator_address=127.0.0.1:{port}",
@@ -101,9 +101,47 @@ def test_sigterm_saves_a_checkpoint_before_exiting(env, tmp_path):
   e, data_dir = env
   code, out = _start_and_signal(e, _args(data_dir, tmp_path, 1000, ckpt_every=1000), after_step=3,
                                 sig=signal.SIGTERM)
-  assert code == 0 and "saved a checkpoint at step" in out and "Stopping (15)" in out
+  assert code == 0 and "Stopping (15): saved a checkpoint at step" in out
   steps = [int(s) for s in os.listdir(tmp_path / "checkpoints")]
   assert len(steps) == 1 and 3 <= steps[0] < 1000
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_checkpoint(env, tmp_path):
+  """A preempted host: the other process learns of it at the next agreement and both save the same step."""
+  e, data_dir = env
+  port, logs = _free_port(), [tmp_path / f"process_{i}.log" for i in range(2)]
+  procs = []
+  for i in range(2):
+    with open(logs[i], "w") as log:
+      procs.append(subprocess.Popen(
+          _args(data_dir, tmp_path / "run", 1000, ckpt_every=1000,
+                extra=[f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+                       "--config.train.stop_check_every=2"]),
+          env=e, stdout=log, stderr=subprocess.STDOUT, text=True))
+  try:
+    deadline = time.time() + 240
+    while "step 3/1000" not in logs[0].read_text():
+      assert time.time() < deadline and procs[0].poll() is None, logs[0].read_text()[-3000:]
+      time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # process 1 only: it does not log, and process 0 is not told
+    codes = [p.wait(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  outs = [log.read_text() for log in logs]
+  assert codes == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+  stopped = [re.search(r"\[process (\d)\] Stopping \((.*)\): saved a checkpoint at step (\d+)", o) for o in outs]
+  assert all(stopped), outs
+  assert stopped[0].group(2) == "another process was told to stop" and stopped[1].group(2) == "15"
+  step = int(stopped[0].group(3))
+  assert step == int(stopped[1].group(3)) and step % 2 == 0 and 4 <= step < 1000
+  assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == [str(step)]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -47,6 +47,7 @@ class NeRFVAE(nn.Module):
   scene_radius: float = 1.0
   posterior: str = "average"  # or "poe"
   dtype: Any = jnp.float32  # matmul dtype in the encoder and the MLP
+  remat_chunks: int = 0  # >0: the scene function runs over this many sequential, rematerialised ray chunks
 
   @property
   def latent_shape(self) -> tuple[int, ...]:
@@ -108,9 +109,39 @@ class NeRFVAE(nn.Module):
     a dict of rgb [B, R, 3], depth, acc [B, R] and weights [B, R, S].
     """
     return rendering.render_coarse_fine(
-        lambda x, d: self.scene_function(x, d, latent), self.background(latent)[:, None, :], origins,
+        self._field(latent), self.background(latent)[:, None, :], origins,
         directions, key, num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.scene_radius,
         randomized=randomized)
+
+  def _field(self, latent):
+    """(points [B, R, S, 3], directions [B, R, 3]) -> (density, rgb) of the scene function given ``latent``.
+
+    With ``remat_chunks`` C > 0, the rays run in C sequential chunks
+    (``nn.scan``, parameters shared), each rematerialised (``nn.remat``,
+    JAX's default policy: nothing inside is saved). The scene function's
+    activations, [scenes x rays x samples, width] per layer, are most of a
+    training step's memory; the backward pass then recomputes one chunk's at
+    a time from its inputs, at the cost of one more forward pass of the MLP.
+    (Remat of the whole function as one block would not lower the peak: its
+    backward pass needs all of its activations at once.) The parameters are
+    the same with and without it, so checkpoints are interchangeable.
+    """
+    if not self.remat_chunks:
+      return lambda x, d: self.scene_function(x, d, latent)
+    c = self.remat_chunks
+
+    def field(x, d):
+      b, r, s, _ = x.shape
+      if r % c:
+        raise errors.ConfigError(f"config.model.remat_chunks={c} does not divide the {r} rays per scene of this "
+                                 f"pass; choose a divisor of config.loss.num_rays and config.eval.chunk.")
+      split = lambda a: jnp.swapaxes(a.reshape((b, c, r // c) + a.shape[2:]), 0, 1)  # [C, B, R/C, ...]
+      body = nn.remat(lambda mdl, z, xd: (z, mdl(xd[0], xd[1], z)))
+      scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
+      _, out = scan(self.scene_function, latent, (split(x), split(d)))
+      return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape((b, r) + a.shape[3:]), out)
+
+    return field
 
   def __call__(self, context, origins, directions, key):
     mean, _ = self.infer(context)

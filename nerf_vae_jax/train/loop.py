@@ -51,6 +51,18 @@ def input_pipeline(config, per_process_batch: int):
   return pipeline.make_iterator(ds, workers=config.data.workers)
 
 
+def agree_to_stop(local: bool) -> bool:
+  """True on every process if ``local`` is True on any: a collective, so every process calls it at the same step.
+
+  A SIGTERM (preemption) or the time budget reaches each host on its own;
+  a process that checkpointed and left alone would leave the others blocked
+  in the next step's collectives.
+  """
+  if jax.process_count() == 1:
+    return local
+  return bool(np.any(multihost_utils.process_allgather(np.asarray([local]))))
+
+
 def _preview_arrays(model, params, batch, height: int, width: int):
   """The first scene of a batch: its first context and target views, and the target rendered from the context."""
   one = jax.tree.map(lambda x: x[:1], batch)
@@ -109,7 +121,7 @@ def train(config, workdir: str) -> dict:
        f"{config.train.batch_size} scenes; steps {start} -> {config.train.num_steps}.")
 
   # ---- The update step: state donated, batch sharded on `data`.
-  step_fn = jax.jit(functools.partial(step_lib.train_step, model, tx, config),
+  step_fn = jax.jit(functools.partial(step_lib.train_step, model, tx, config, devices=mesh.size),
                     in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
   train_key = jax.device_put(train_key, repl)
   # Compiled ahead of the first batch, so that a step that cannot fit stops here, with the numbers.
@@ -134,6 +146,9 @@ def train(config, workdir: str) -> dict:
   budget = config.train.get("time_budget_minutes", 0)
   deadline = time.time() + 60 * budget if budget else float("inf")
   rays_per_step = config.train.batch_size * config.loss.num_rays
+  # How often the processes agree on stopping: every step on one process (free), else every few steps
+  # (a small all-gather that waits for the step in flight).
+  stop_every = 1 if jax.process_count() == 1 else config.train.get("stop_check_every", 10)
   try:
     for step in range(start + 1, config.train.num_steps + 1):
       batch = sharding.global_batch(batch_lib.model_inputs(next(it)), mesh)
@@ -144,9 +159,10 @@ def train(config, workdir: str) -> dict:
       pending.append((step, metrics["loss"]))
       if time.time() > deadline:  # the same wall-clock budget for every arm of a study
         stop["signal"] = stop["signal"] or "time budget"
+      stopping = (step % stop_every == 0 or step == config.train.num_steps) and agree_to_stop(bool(stop["signal"]))
       is_log = step % config.train.log_every == 0 or step == config.train.num_steps
       is_ckpt = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
-      if is_log or is_ckpt or stop["signal"]:
+      if is_log or is_ckpt or stopping:
         for s, loss in jax.device_get(pending):
           if not np.isfinite(loss):
             raise NonFiniteLossError(
@@ -168,10 +184,12 @@ def train(config, workdir: str) -> dict:
         t0, s0 = time.time(), step
       if config.train.image_every and step % config.train.image_every == 0:  # every process: a collective
         writer.image(step, "context|target|reconstruction|depth", preview(state["params"], batch))
-      if is_ckpt or stop["signal"]:
+      if is_ckpt or stopping:
         checkpoints.save(mngr, step, state, it.get_state())
-      if stop["signal"]:
-        _log(f"Stopping ({stop['signal']}): saved a checkpoint at step {step}; exiting.")
+      if stopping:
+        why = stop["signal"] or "another process was told to stop"
+        print(f"[process {jax.process_index()}] Stopping ({why}): saved a checkpoint at step {step}; exiting.",
+              flush=True)
         break
   finally:
     mngr.wait_until_finished()

@@ -9,6 +9,8 @@ first step and stops at once, with the numbers and the fixes, if it cannot fit.
 
 from __future__ import annotations
 
+import os
+
 import jax
 
 from nerf_vae_jax import errors
@@ -29,25 +31,54 @@ def step_bytes(compiled) -> dict:
 
 
 def device_capacity(limit_gib: float | None = None) -> int | None:
-  """Bytes one device can hold: ``limit_gib`` if given, else what the device reports (None on the CPU)."""
+  """Bytes one device can hold: ``limit_gib`` if given, else what the device reports.
+
+  CPU devices report nothing: they share the host's RAM, so each gets an
+  equal share of it (None where the RAM size is unknown).
+  """
   if limit_gib:
     return int(limit_gib * GIB)
-  stats = jax.local_devices()[0].memory_stats() or {}
-  return stats.get("bytes_limit")
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() or {}
+  if "bytes_limit" in stats:
+    return stats["bytes_limit"]
+  if device.platform == "cpu" and hasattr(os, "sysconf"):
+    try:
+      return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
+    except (ValueError, OSError):
+      return None
+  return None
 
 
-def report(used: dict, capacity: int | None, config) -> str:
-  """One line for the log; raises OutOfMemoryError, naming the fixes, if ``used`` exceeds ``capacity``."""
-  per_device = config.train.batch_size // jax.device_count()
-  cap = f"{capacity / GIB:.2f} GiB" if capacity else "unknown (no device limit on the CPU)"
+def report(used: dict, capacity: int | None, config, num_devices: int | None = None) -> str:
+  """One line for the log; raises OutOfMemoryError, naming the fixes, if ``used`` exceeds ``capacity``.
+
+  ``num_devices``: the devices the global batch is split over (default: all).
+  """
+  num_devices = num_devices or jax.device_count()
+  per_device = config.train.batch_size // num_devices
+  m, remat = config.train.get("microbatches", 1), config.model.get("remat_chunks", 0)
+  cap = f"{capacity / GIB:.2f} GiB" if capacity else "unknown"
   line = (f"Training step memory per device: {used['total'] / GIB:.2f} GiB (temporaries "
           f"{used['temporaries'] / GIB:.2f}, arguments {used['arguments'] / GIB:.2f}) for {per_device} scene(s) x "
-          f"{config.loss.num_rays} rays per device; device capacity {cap}.")
+          f"{config.loss.num_rays} rays per device in {m} micro-batch(es), remat chunks {remat or 'off'}; "
+          f"device capacity {cap}.")
   if capacity and used["total"] > capacity:
-    scale = capacity / used["total"]
-    raise OutOfMemoryError(
-        f"{line} It does not fit. Activations grow with scenes x rays x samples per device: lower "
-        f"config.train.batch_size (now {config.train.batch_size} over {jax.device_count()} devices; about "
-        f"{max(int(per_device * scale * 0.9), 0)} scene(s) per device would fit), or config.loss.num_rays "
-        f"(now {config.loss.num_rays}), or use config.model.dtype=bfloat16, or more devices.")
+    need = used["total"] / capacity
+    fixes = [f"config.train.microbatches={_divisor_at_least(per_device, m * need)} (now {m}: the same global "
+             f"batch and results, activations split into sequential slices)"]
+    if not remat:
+      fixes.append("config.model.remat_chunks=8 (recomputes the scene function in the backward pass, 8 ray "
+                   "chunks at a time)")
+    if config.model.get("dtype", "float32") == "float32":
+      fixes.append("config.model.dtype=bfloat16")
+    fixes.append(f"a smaller config.train.batch_size (now {config.train.batch_size} over {num_devices} "
+                 f"devices) or config.loss.num_rays (now {config.loss.num_rays}), or more devices")
+    raise OutOfMemoryError(f"{line} It does not fit ({need:.1f}x the capacity). Activations grow with scenes x "
+                           f"rays x samples per micro-batch. Fixes, in order: " + "; ".join(fixes) + ".")
   return line
+
+
+def _divisor_at_least(n: int, target: float) -> int:
+  """The smallest divisor of n that is >= target (n itself if none)."""
+  return next((d for d in range(1, n + 1) if n % d == 0 and d >= target), n)

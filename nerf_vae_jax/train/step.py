@@ -2,8 +2,14 @@
 
 The train state is a plain dict {"params", "opt_state", "step"}; the step is
 a pure function (state, batch) -> (state, metrics), jit-compiled by the
-runner with the state donated. Randomness per step is
-``jax.random.fold_in(key, step)``, so a resumed run draws the same numbers.
+runner with the state donated.
+
+Randomness is per scene: scene i of the global batch at step s draws from
+``fold_in(fold_in(key, s), i)``. A resumed run draws the same numbers, and
+so does a run that splits the batch into micro-batches
+(``config.train.microbatches``): scenes are independent (GroupNorm, no
+batch statistics), so micro-batching changes the gradient only by float
+rounding while activations shrink by the number of micro-batches.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nerf_vae_jax import errors
+from nerf_vae_jax.evaluation import metrics as metrics_lib
 from nerf_vae_jax.models import nerf_vae
 
 
@@ -43,20 +51,83 @@ def init_state(model, tx, example_batch, key) -> dict:
 
   ``example_batch``: any batch of the training shapes (``batch.example``).
   """
-  rays = nerf_vae.target_rays(example_batch, key, 4)
+  rays = nerf_vae.target_rays(example_batch, key, model.remat_chunks or 4)  # a few rays, a multiple of the chunks
   params = model.init(key, example_batch, rays.origins, rays.directions, key)
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
-def train_step(model, tx, config, state, batch, key):
-  """One update. Returns (new state, metrics); metrics are scalars (device arrays)."""
-  step = state["step"]
+def scene_keys(key, step, num_scenes: int):
+  """One key per scene of the global batch [num_scenes], from the run's key and the step."""
+  step_key = jax.random.fold_in(key, step)
+  return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(jnp.arange(num_scenes))
+
+
+def _interleave(x, devices: int, microbatches: int):
+  """[B, ...] -> [M, B / M, ...] where every micro-batch takes an equal share of each device's rows.
+
+  The batch is sharded in D contiguous blocks; micro-batch m takes the m-th
+  slice of every block, so each micro-batch stays spread over all devices and
+  no data moves between them.
+  """
+  b = x.shape[0]
+  x = x.reshape((devices, microbatches, b // (devices * microbatches)) + x.shape[1:])
+  return jnp.swapaxes(x, 0, 1).reshape((microbatches, b // microbatches) + x.shape[3:])
+
+
+def loss_and_grads(model, config, params, batch, keys, step, devices: int = 1):
+  """Mean loss over the batch's scenes, its metrics and gradients, in ``config.train.microbatches`` slices.
+
+  Args:
+    batch: model inputs [B, ...]; keys: [B] per-scene keys (``scene_keys``);
+    devices: how many blocks the batch is sharded in (for the slicing).
+
+  Each scene's ELBO is computed on its own (vmapped) with its own key, so the
+  result does not depend on how the batch is split. The micro-batches run one
+  after another inside the step (``lax.scan``), accumulating gradients.
+  """
   loss_fn = functools.partial(
       nerf_vae.elbo_loss, model, num_rays=config.loss.num_rays, likelihood_scale=config.loss.likelihood_scale,
       beta=beta_at(step, config.loss), free_bits=config.loss.free_bits, coarse_weight=config.loss.coarse_weight,
       targets=config.loss.get("targets", "held_out"), object_fraction=config.loss.get("object_fraction", 0.0))
-  (_, metrics), grads = jax.value_and_grad(
-      lambda p: loss_fn(p, batch, jax.random.fold_in(key, step)), has_aux=True)(state["params"])
+
+  def mean_loss(p, scenes, scene_keys_):
+    one = lambda scene, k: loss_fn(p, jax.tree.map(lambda x: x[None], scene), k)
+    losses, metrics = jax.vmap(one)(scenes, scene_keys_)
+    return jnp.mean(losses), jax.tree.map(jnp.mean, metrics)
+
+  grad_fn = jax.value_and_grad(mean_loss, has_aux=True)
+  m = config.train.get("microbatches", 1)
+  b = keys.shape[0]
+  if m == 1:
+    (loss, metrics), grads = grad_fn(params, batch, keys)
+  else:
+    if b % (devices * m):
+      raise errors.ConfigError(
+          f"config.train.microbatches={m} does not divide the {b // devices} scene(s) per device "
+          f"(config.train.batch_size={b} over {devices} device(s)); choose a divisor of {b // devices}.")
+    split = lambda x: _interleave(x, devices, m)
+
+    def body(acc, mb):
+      out = grad_fn(params, *mb)
+      return jax.tree.map(jnp.add, acc, out), None
+
+    zeros = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[:b // m], batch), keys[:b // m])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    total, _ = jax.lax.scan(body, zeros, (jax.tree.map(split, batch), split(keys)))
+    (loss, metrics), grads = jax.tree.map(lambda x: x / m, total)
+  # The PSNR of the mean error, not the mean of per-scene PSNRs (as without vmap).
+  metrics = dict(metrics, psnr=metrics_lib.psnr(metrics["mse"], jnp))
+  return loss, metrics, grads
+
+
+def train_step(model, tx, config, state, batch, key, devices: int = 1):
+  """One update. Returns (new state, metrics); metrics are scalars (device arrays).
+
+  ``devices``: the number of devices the batch is sharded over (micro-batch slicing).
+  """
+  step = state["step"]
+  keys = scene_keys(key, step, batch["target_images"].shape[0])
+  _, metrics, grads = loss_and_grads(model, config, state["params"], batch, keys, step, devices)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = dict(metrics, grad_norm=optax.tree.norm(grads),

@@ -1,0 +1,98 @@
+"""The training step's memory levers: micro-batches and rematerialisation give
+the same update (up to float rounding) with less memory, on 2 host devices."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import small_config
+from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import sharding
+from nerf_vae_jax.benchmarks import train_step as bench
+from nerf_vae_jax.models import nerf_vae
+from nerf_vae_jax.scenes import specs
+from nerf_vae_jax.train import memory, step as step_lib
+
+pytestmark = pytest.mark.xdist_group("model")
+
+SPEC = specs.SPECS["tiny"]
+
+
+def _config(microbatches=1, remat=False):
+  c = small_config(None, 10)
+  c.train.microbatches, c.model.remat_chunks = microbatches, 4 if remat else 0
+  return c
+
+
+def _setup(config, mesh):
+  model = nerf_vae.from_config(config.model, SPEC.scene_radius)
+  tx = step_lib.make_optimizer(config.train)
+  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  example = batch_lib.example(batch_lib.for_config(config, SPEC.height, SPEC.width))
+  state = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)(example,
+                                                                                        jax.random.PRNGKey(0))
+  batch = jax.device_put(bench.synthetic_batch(SPEC, config.data, config.train.batch_size), batch_sh)
+  return model, state, batch, repl, batch_sh
+
+
+def _grads(config, mesh):
+  model, state, batch, repl, batch_sh = _setup(config, mesh)
+
+  def f(params, batch):
+    keys = step_lib.scene_keys(jax.random.PRNGKey(1), 7, batch["target_images"].shape[0])
+    return step_lib.loss_and_grads(model, config, params, batch, keys, 7, devices=mesh.size)
+
+  fn = jax.jit(f, in_shardings=(repl, batch_sh), out_shardings=repl)
+  compiled = fn.lower(state["params"], batch).compile()
+  return compiled(state["params"], batch), memory.step_bytes(compiled)
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  assert jax.device_count() == 2  # conftest
+  return sharding.make_mesh()
+
+
+@pytest.fixture(scope="module")
+def one_batch(mesh):
+  return _grads(_config(), mesh)
+
+
+def _assert_same_update(a, b):
+  (loss_a, metrics_a, grads_a), (loss_b, metrics_b, grads_b) = a, b
+  np.testing.assert_allclose(loss_b, loss_a, rtol=1e-5)
+  for k in ("kl", "mse", "psnr", "ll_per_pixel"):
+    np.testing.assert_allclose(metrics_b[k], metrics_a[k], rtol=1e-5)
+  for ga, gb in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+    # Float32 sums in another order: agree to 1e-4 of each leaf's largest entry.
+    np.testing.assert_allclose(gb, ga, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(ga))) + 1e-9)
+
+
+def test_four_microbatches_give_the_same_update_with_less_memory(mesh, one_batch):
+  # batch 8 over 2 devices: 4 scenes per device, one per micro-batch.
+  four = _grads(_config(microbatches=4), mesh)
+  _assert_same_update(one_batch[0], four[0])
+  assert four[1]["temporaries"] < 0.5 * one_batch[1]["temporaries"], (four[1], one_batch[1])
+
+
+def test_remat_gives_the_same_gradients_and_parameters_with_less_memory(mesh, one_batch):
+  remat = _grads(_config(remat=True), mesh)
+  _assert_same_update(one_batch[0], remat[0])
+  assert jax.tree.structure(remat[0][2]) == jax.tree.structure(one_batch[0][2])  # checkpoints interchangeable
+  assert remat[1]["temporaries"] < one_batch[1]["temporaries"], (remat[1], one_batch[1])
+
+
+def test_microbatches_that_do_not_divide_the_per_device_batch_are_a_config_error(mesh):
+  from nerf_vae_jax import errors
+  with pytest.raises(errors.ConfigError, match=r"microbatches=3 does not divide the 4 scene\(s\) per device"):
+    _grads(_config(microbatches=3), mesh)
+
+
+def test_scene_keys_depend_on_step_and_scene_only():
+  k = jax.random.PRNGKey(3)
+  a, b = step_lib.scene_keys(k, 5, 8), step_lib.scene_keys(k, 5, 4)
+  np.testing.assert_array_equal(jax.random.key_data(a[:4]), jax.random.key_data(b))  # a scene's key ignores B
+  c = step_lib.scene_keys(k, 6, 8)
+  assert not np.array_equal(jax.random.key_data(a), jax.random.key_data(c))
