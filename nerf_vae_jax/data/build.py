@@ -1,6 +1,7 @@
-"""Builds a shape_scenes config as ArrayRecord, without TensorFlow.
+"""Builds a shape_scenes config as ArrayRecord, without TensorFlow; finds and describes built datasets.
 
   python -m experiments.build shape_scenes/tiny --data_dir=DIR [--workers=N]
+  python -m experiments.build multiview/NAME --source=DIR --format=blender|srn --data_dir=DIR   (multiview.py)
 
 The stock ``tfds build`` CLI (tensorflow-datasets 4.9.10) imports TensorFlow
 at start-up; this command drives the same builder (``nerf_vae_jax/data/shape_scenes.py``)
@@ -32,14 +33,23 @@ def get_builder(name: str, data_dir: str | None = None, pool=None) -> ShapeScene
   return ShapeScenes(config=specs.parse_name(name).name, data_dir=data_dir or default_data_dir(), pool=pool)
 
 
+def _split_name(name: str) -> tuple[str, str]:
+  dataset, _, config = name.partition("/")
+  if dataset == "multiview":
+    if not config:
+      raise errors.ConfigError(f"{name!r}: name the converted dataset, 'multiview/<name>'.")
+    return dataset, config
+  return "shape_scenes", specs.parse_name(name).name
+
+
 def built_dir(name: str, data_dir: str | None = None) -> Path | None:
   """The folder of the newest complete build of ``name`` in data_dir, or None.
 
   Only a finished build has dataset_info.json in its version folder (TFDS
   writes into an ``incomplete.*`` folder and renames it at the end).
   """
-  spec = specs.parse_name(name)
-  root = Path(data_dir or default_data_dir()) / "shape_scenes" / spec.name
+  dataset, config = _split_name(name)
+  root = Path(data_dir or default_data_dir()) / dataset / config
   done = [p.parent for p in root.glob("*/dataset_info.json") if not p.parent.name.startswith("incomplete")]
   return max(done, key=lambda p: tuple(int(x) for x in p.name.split("."))) if done else None
 
@@ -47,6 +57,27 @@ def built_dir(name: str, data_dir: str | None = None) -> Path | None:
 def is_built(name: str, data_dir: str | None = None) -> bool:
   """Whether a complete build of the dataset is in data_dir."""
   return built_dir(name, data_dir) is not None
+
+
+def spec_of(name: str, data_dir: str | None = None) -> specs.SceneSpec:
+  """The spec (image size, views, splits, scene radius) of 'shape_scenes/<config>' or 'multiview/<name>'.
+
+  shape_scenes' come from its table; a converted dataset's from its metadata,
+  so it must be built (converted) in data_dir.
+  """
+  dataset, config = _split_name(name)
+  if dataset == "shape_scenes":
+    return specs.parse_name(name)
+  folder = built_dir(name, data_dir)
+  if folder is None:
+    raise errors.UserError(f"{name} is not in {data_dir or default_data_dir()}. Convert it first: python -m "
+                           f"experiments.build {name} --source=DIR --format=blender|srn --data_dir=DATA_DIR")
+  info = tfds.builder_from_directory(folder).info
+  m = info.metadata
+  return specs.SceneSpec(name=config, dataset="multiview", height=m["height"], width=m["width"],
+                         num_views=m["num_views"], splits={k: v.num_examples for k, v in info.splits.items()},
+                         scene_radius=m["scene_radius"], fov_degrees=m["fov_degrees"],
+                         orbit_distance=m["camera_distance"])
 
 
 def check_writable(data_dir: str) -> None:
@@ -64,6 +95,10 @@ def check_writable(data_dir: str) -> None:
 def build(name: str, data_dir: str | None = None, workers: int | None = None):
   """Builds the dataset if it is not complete yet; returns the builder."""
   data_dir = data_dir or default_data_dir()
+  if _split_name(name)[0] == "multiview":
+    spec_of(name, data_dir)  # a converted dataset cannot be built from nothing: says how to convert it
+    print(f"{name} is already built in {data_dir}.", flush=True)
+    return None
   spec = specs.parse_name(name)
   if is_built(name, data_dir):
     print(f"shape_scenes/{spec.name} is already built in {data_dir}.", flush=True)

@@ -12,7 +12,6 @@ import tensorflow_datasets as tfds
 
 from nerf_vae_jax import errors
 from nerf_vae_jax.data import build
-from nerf_vae_jax.scenes import specs
 
 
 class DatasetError(errors.UserError):
@@ -31,8 +30,8 @@ class SceneSource:
 
   def __init__(self, name: str, split: str, data_dir: str | None = None):
     data_dir = data_dir or build.default_data_dir()
-    self.spec = specs.parse_name(name)
-    self.name = f"shape_scenes/{self.spec.name}"
+    self.spec = build.spec_of(name, data_dir)
+    self.name = self.spec.full_name
     self.split, self.data_dir = split, data_dir
     folder = build.built_dir(self.name, data_dir)
     if folder is None:
@@ -56,7 +55,7 @@ class SceneSource:
     try:
       example = self._source[index]
     except RuntimeError as e:  # array_record: "Corrupted Riegeli/records file ..."
-      folder = f"{self.data_dir}/shape_scenes/{self.spec.name}"
+      folder = f"{self.data_dir}/{self.name}"
       raise DatasetError(
           f"Record {index} of {self.name} split {self.split!r} in {self.data_dir} is damaged ({e}). "
           f"Delete {folder} and rebuild it with:\n  {_rebuild_hint(self.name, self.data_dir)}") from e
@@ -78,6 +77,10 @@ def decode(example: dict, depth_scale: float) -> dict:
   """
   out = dict(example)
   out["images"] = np.stack(example["images"])
-  out["depths"] = example["depths"].astype(np.float32) / np.float32(depth_scale)
-  out["objects"] = {k: np.asarray(v) for k, v in example["objects"].items()}
+  if isinstance(out.get("scene_name"), bytes):  # converted datasets: the source folder's name
+    out["scene_name"] = out["scene_name"].decode()
+  if "depths" in example:  # converted datasets (multiview) have no depths, and masks only where known
+    out["depths"] = example["depths"].astype(np.float32) / np.float32(depth_scale)
+  if "objects" in example:
+    out["objects"] = {k: np.asarray(v) for k, v in example["objects"].items()}
   return out

@@ -59,7 +59,8 @@ def learning_curve(workdir: str, split: str = "test", num_scenes: int = 32, cont
     for k in context:
       per_scene, _ = protocol.evaluate(model, params, scenes, k, CURVE_SETTINGS, seed=config.seed)
       summary = metrics.summarize(per_scene)
-      row.update({f"k{k}_{m}": summary[m] for m in FIELDS})
+      # NaN where the dataset has no masks (converted datasets): the object panels stay empty.
+      row.update({f"k{k}_{m}": summary.get(m, float("nan")) for m in FIELDS})
     print(f"  {workdir} step {step} ({row['elapsed_minutes'] or 0:.1f} min): "
           + ", ".join(f"K={k} PSNR {row[f'k{k}_psnr']:.2f} (baseline {row[f'k{k}_baseline_psnr']:.2f}) "
                       f"IoU {row[f'k{k}_mask_iou']:.3f} object MSE {row[f'k{k}_object_mse']:.4f}" for k in context),

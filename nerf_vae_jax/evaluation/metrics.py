@@ -55,18 +55,22 @@ def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int,
   target = scene["images"][held_out] / 255.0
   pred = np.clip(np.asarray(pred_rgb, np.float64), 0.0, 1.0)
   mse = float(np.mean((pred - target) ** 2))
-  fg = scene["masks"][held_out] > 0
-  depth_err = np.abs(np.asarray(pred_depth) - scene["depths"][held_out])[fg]
-  opaque = np.asarray(pred_acc) > 0.5
-  inter, union = np.logical_and(opaque, fg).sum(), np.logical_or(opaque, fg).sum()
   mean_colour = scene["images"][:num_context].reshape(-1, 3).mean(0) / 255.0
   baseline_mse = float(np.mean((mean_colour - target) ** 2))
+  out = {"mse": mse, "psnr": float(psnr(mse)), "ssim": float(np.mean(ssim(pred, target))),
+         "baseline_psnr": float(psnr(baseline_mse)), "baseline_mse": baseline_mse}
+  if "masks" not in scene:  # a converted dataset without masks: no object metrics
+    return out
+  fg = scene["masks"][held_out] > 0
+  opaque = np.asarray(pred_acc) > 0.5
+  inter, union = np.logical_and(opaque, fg).sum(), np.logical_or(opaque, fg).sum()
   object_err = ((pred - target) ** 2).mean(-1)[fg]
-  return {"mse": mse, "psnr": float(psnr(mse)),
-          "object_mse": float(object_err.mean()) if object_err.size else float("nan"), "ssim": float(np.mean(ssim(pred, target))),
-          "depth_mae": float(depth_err.mean()) if depth_err.size else float("nan"),
-          "mask_iou": float(inter / union) if union else 1.0,
-          "baseline_psnr": float(psnr(baseline_mse)), "baseline_mse": baseline_mse}
+  out.update(object_mse=float(object_err.mean()) if object_err.size else float("nan"),
+             mask_iou=float(inter / union) if union else 1.0)
+  if "depths" in scene:
+    depth_err = np.abs(np.asarray(pred_depth) - scene["depths"][held_out])[fg]
+    out["depth_mae"] = float(depth_err.mean()) if depth_err.size else float("nan")
+  return out
 
 
 def summarize(per_scene: list[dict]) -> dict:

@@ -134,8 +134,9 @@ def infer_and_render(model, params, context: dict, cameras: tuple, height: int, 
   return nerf_vae.render_views(model, params, mean, *cameras, height, width, chunk)
 
 
-def orbit_cameras(spec, num: int, distance: float = 3.0, elevation_degrees: float = 30.0):
-  """(intrinsics [num, 4], cam_to_world [num, 4, 4]) circling the scene."""
+def orbit_cameras(spec, num: int, distance: float | None = None, elevation_degrees: float = 30.0):
+  """(intrinsics [num, 4], cam_to_world [num, 4, 4]) circling the scene (default distance: the spec's)."""
+  distance = distance or spec.orbit_distance
   azimuth = np.linspace(0, 2 * np.pi, num, endpoint=False)
   c2w = geometry.look_at(geometry.on_sphere(distance, azimuth, np.full(num, np.deg2rad(elevation_degrees))),
                          xp=np).astype(np.float32)

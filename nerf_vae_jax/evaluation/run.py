@@ -43,7 +43,7 @@ def image_grid(scenes, preds, num_context: int, num_images: int):
     ctx = [im if i < num_context else visualize.blank_like(im)
            for i, im in enumerate(scene["images"][:protocol.CONTEXT_CANDIDATES])]
     target, pred = scene["images"][protocol.CONTEXT_CANDIDATES], visualize.to_uint8(rgb[0])
-    far = float(scene["depths"][protocol.CONTEXT_CANDIDATES].max()) or None
+    far = float(scene["depths"][protocol.CONTEXT_CANDIDATES].max()) or None if "depths" in scene else None
     rows.append(ctx + [target, pred, visualize.depth_to_rgb(depth[0] * (acc[0] > 0.5), far), visualize.error_to_rgb(pred, target)])
   return visualize.grid(rows)
 
@@ -79,10 +79,12 @@ def evaluate(workdir, step=None, split="test", num_scenes=None, context=(1, 2, 3
       row = {"num_context_views": k, **metrics_lib.summarize(per_scene)}
       metrics[field].append(row)
       label = f"K={k}" + (f", refined {refine_steps} steps" if settings.refine_steps else "")
+      # Datasets without masks or depths (converted ones) have no object, IoU or depth metrics.
+      extra = "".join(f"{name} {row[k]:.3f}, " for k, name in
+                      (("depth_mae", "depth MAE"), ("mask_iou", "mask IoU"), ("object_mse", "object MSE")) if k in row)
       print(f"  {label}: PSNR {row['psnr']:.2f} dB (baseline {row['baseline_psnr']:.2f}), SSIM {row['ssim']:.3f}, "
-            f"depth MAE {row['depth_mae']:.3f}, mask IoU {row['mask_iou']:.3f}, ELBO/pixel "
-            f"{row['elbo_per_pixel']:.3f}, IWAE/pixel {row['iwae_per_pixel']:.3f}  ({time.time() - t0:.0f} s)",
-            flush=True)
+            f"{extra}ELBO/pixel {row['elbo_per_pixel']:.3f}, IWAE/pixel {row['iwae_per_pixel']:.3f}  "
+            f"({time.time() - t0:.0f} s)", flush=True)
       suffix = "_refined" if settings.refine_steps else ""
       visualize.save_png(os.path.join(out_dir, f"grid_k{k}{suffix}.png"),
                          image_grid(scenes, preds, k, num_images), scale=2)

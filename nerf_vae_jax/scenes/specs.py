@@ -47,6 +47,12 @@ class SceneSpec:
   ambient: float = 0.35
   seed: int = 0  # dataset seed: scenes are a function of (seed, split, index)
   depth_scale: float = 8000.0  # depth stored as uint16(round(depth * scale))
+  dataset: str = "shape_scenes"  # the TFDS builder: shape_scenes, or multiview (converted, nerf_vae_jax/data/multiview.py)
+  orbit_distance: float = 3.0  # camera distance of the evaluation's orbit videos
+
+  @property
+  def full_name(self) -> str:
+    return f"{self.dataset}/{self.name}"
 
   def cameras(self, split: str) -> CameraRange:
     return OOD_CAMERAS if split == "test_ood" else TRAIN_CAMERAS
@@ -86,6 +92,6 @@ def parse_name(name: str) -> SceneSpec:
   dataset, _, config = name.partition("/")
   if dataset != "shape_scenes":
     raise errors.ConfigError(
-        f"Unknown dataset {dataset!r} in {name!r}: this project builds 'shape_scenes/<config>' "
-        f"with config one of {', '.join(SPECS)}.")
+        f"Unknown dataset {dataset!r} in {name!r}: use 'shape_scenes/<config>' with config one of "
+        f"{', '.join(SPECS)}, or 'multiview/<name>' for a converted dataset.")
   return get_spec(config or DEFAULT)

@@ -16,6 +16,7 @@ import ml_collections
 
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import errors, sharding
+from nerf_vae_jax.data import build
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
 from nerf_vae_jax.train import checkpoints, step as step_lib
@@ -43,7 +44,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def make_model(config) -> tuple[nerf_vae.NeRFVAE, specs.SceneSpec]:
   """The model of a config, and the spec of its dataset (image size, scene radius)."""
-  spec = specs.parse_name(config.data.name)
+  spec = build.spec_of(config.data.name, config.data.data_dir)
   return nerf_vae.from_config(config.model, spec.scene_radius), spec
 
 
