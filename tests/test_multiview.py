@@ -214,3 +214,20 @@ def test_training_and_evaluation_run_on_a_converted_dataset(converted, tmp_path)
   results = json.loads(open(f"{out_dir}/metrics.json").read())["results"]
   assert [r["num_context_views"] for r in results] == [1, 4]
   assert all(np.isfinite(r["psnr"]) and "mask_iou" not in r for r in results)  # srn has no masks
+
+
+def test_the_commands_export_and_convert(tiny_data_dir, tmp_path):
+  """The entry points themselves: export to srn, convert back, and the one-line error of a missing flag."""
+  import subprocess
+  import sys
+  env = {"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+  run = lambda *a: subprocess.run([sys.executable, "-m", *a], capture_output=True, text=True, timeout=300, env=env)
+  r = run("experiments.export", "shape_scenes/tiny", "--format=srn", f"--out={tmp_path}/srn", "--num_scenes=2",
+          f"--data_dir={tiny_data_dir}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  r = run("experiments.build", "multiview/cli", f"--source={tmp_path}/srn", "--format=srn", f"--data_dir={tmp_path}/d")
+  assert r.returncode == 0 and "Converted 4 scenes into multiview/cli" in r.stdout, r.stderr[-2000:]
+  r = run("experiments.build", "multiview/cli2", "--format=srn", f"--data_dir={tmp_path}/d")
+  assert r.returncode != 0 and "needs --source=DIR" in r.stderr
+  r = run("experiments.build", "multiview/cli3", f"--source={tmp_path}/nowhere", "--format=srn")
+  assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "no such folder" in r.stderr

@@ -13,6 +13,13 @@ Variants:
   ``global``          64px, the reference's choices (one global latent): paper scale.
   ``grid``            64px, the recipe of ``tiny`` at paper scale.
 Any field can be overridden: ``--config.model.latent_dim=64``.
+
+Memory (training step, per device; BENCHMARKS.md, README "Choosing batch,
+micro-batches and remat"): ``global`` needs about 1.22 GiB per scene in a
+micro-batch (0.17 GiB with ``model.remat_chunks=8``) plus 0.03 GiB of
+parameters and Adam state; its global batch of 64 on one 80 GB GPU needs
+``--config.train.microbatches=2`` (about 39 GiB) or 4. ``tiny`` (grid latent,
+32x32, 256 rays) needs about 0.056 GiB per scene.
 """
 
 from ml_collections import config_dict
