@@ -52,6 +52,7 @@ def test_benchmark_writes_its_json(runner_env, tmp_path):
   assert set(b["per_device_count"]) == {"1", "2"}
   for run in b["per_device_count"].values():
     assert run["train_step_s"] > 0 and run["recompilations_after_warmup"] == 0 and run["step_memory_bytes"] > 0
+    assert run["microbatches"] == 1 and run["memory_note"] is None  # it fits as it is: run as it is
     assert run["achieved_flops_per_s"] == pytest.approx(b["model_flops_per_step"] / run["train_step_s"])
     # (No upper bound: the toy model's in-run peak is a 32-wide matmul, and a busy machine moves it.)
     assert run["mfu"] == pytest.approx(run["achieved_flops_per_s"] / run["peak_flops_per_s"]) and run["mfu"] > 0
@@ -60,3 +61,18 @@ def test_benchmark_writes_its_json(runner_env, tmp_path):
   assert b["model_flops_per_step"] == pytest.approx(b["xla_flops_per_step"], rel=0.1)
   assert b["render_view_s"] > 0 and b["pipeline_scenes_per_s"] > 0 and b["pipeline_ratio"] > 0
   assert "scaling_efficiency" in b and "peak_memory_bytes" in b
+
+
+def test_a_step_that_does_not_fit_is_benchmarked_with_micro_batches():
+  """The benchmark's default run must complete: too big a step gets the fewest micro-batches that fit."""
+  from nerf_vae_jax.benchmarks import memory_table
+  from nerf_vae_jax.train import memory
+  from conftest import small_config
+  config = small_config(None, 1)  # the toy model, batch 8
+  config.model.latent = "global"  # compiles fastest; the search does not depend on the model
+  one = memory_table.step_memory(config)["total"]
+  fitted, note = memory_table.fit_config(config, 1, capacity=int(0.4 * one))
+  assert fitted.train.batch_size == 8 and fitted.train.microbatches == 4 and fitted.model.remat_chunks == 0
+  assert "microbatches=4" in note and "1 micro-batch(es), remat chunks off" in note
+  with pytest.raises(memory.OutOfMemoryError, match="Nothing fits"):
+    memory_table.fit_config(config, 1, capacity=1000)

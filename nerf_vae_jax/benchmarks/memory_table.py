@@ -98,3 +98,46 @@ def markdown(r: dict) -> str:
     lines.append(f"{name}: {f['per_scene_gib']:.3f} GiB per scene + {f['fixed_gib']:.2f} GiB fixed: "
                  f"{f['scenes_per_microbatch']} scenes per micro-batch fit {r['capacity_gib']:.0f} GiB.")
   return "\n".join(lines)
+
+
+def fit_config(config, num_devices: int, capacity: int | None, headroom: float = 0.9):
+  """``config`` with the fewest micro-batches (then remat) whose step fits ``capacity`` bytes per device.
+
+  Returns (config, note): the config unchanged and note None if it fits as
+  it is (or the capacity is unknown). The global batch never changes, so
+  neither do the results (up to float rounding). Each candidate is compiled
+  and measured; the temporaries' 1/M scaling (BENCHMARKS.md) only picks
+  which micro-batch counts are worth compiling. Raises OutOfMemoryError,
+  with the numbers, if nothing fits.
+  """
+  if not capacity:
+    return config, None
+  per_device = config.train.batch_size // num_devices
+  m0, r0 = config.train.get("microbatches", 1), config.model.get("remat_chunks", 0)
+  limit, tried = headroom * capacity, []
+
+  def measure(m, remat):
+    c = config.copy_and_resolve_references()
+    c.train.batch_size, c.train.microbatches, c.model.remat_chunks = per_device, m, remat
+    used = step_memory(c)
+    tried.append(f"{m} micro-batch(es), remat chunks {remat or 'off'}: {used['total'] / memory.GIB:.2f} GiB")
+    return c, used
+
+  for remat in dict.fromkeys((r0, r0 or REMAT_CHUNKS)):
+    c, used = measure(m0, remat)
+    fixed, temps = used["total"] - used["temporaries"], used["temporaries"]
+    candidates = [m0] + [d for d in range(m0 + 1, per_device + 1)
+                         if per_device % d == 0 and fixed + temps * m0 / d <= limit][:2]
+    for m in candidates:
+      if m != m0:
+        c, used = measure(m, remat)
+      if used["total"] <= limit:
+        if (m, remat) == (m0, r0):
+          return config, None
+        c.train.batch_size = config.train.batch_size
+        return c, (f"The config's step does not fit {capacity / memory.GIB:.1f} GiB per device: measured with "
+                   f"config.train.microbatches={m} and config.model.remat_chunks={remat} (the same global batch). "
+                   f"Tried: " + "; ".join(tried) + ".")
+  raise memory.OutOfMemoryError(f"Nothing fits {capacity / memory.GIB:.1f} GiB per device with "
+                                f"{per_device} scene(s) per device. Tried: " + "; ".join(tried) +
+                                ". Lower config.train.batch_size or config.loss.num_rays.")

@@ -29,7 +29,7 @@ import numpy as np
 
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import flops, geometry, sharding
-from nerf_vae_jax.benchmarks import data as data_benchmark
+from nerf_vae_jax.benchmarks import data as data_benchmark, memory_table
 from nerf_vae_jax.data import build, pipeline
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.models import nerf_vae
@@ -171,7 +171,14 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
          "peak_source": peak_source}
   runs = {}
   for n in counts:
-    r = time_train_step(config, model, spec, dev[:n], steps, warmup)
+    # A step that would not fit runs with micro-batches (then remat) instead of failing in XLA's allocator.
+    run_config, note = memory_table.fit_config(config, n, memory.device_capacity(config.train.get("memory_limit_gib")))
+    if note:
+      print(note, flush=True)
+      model = workdir_lib.make_model(run_config)[0]
+    r = time_train_step(run_config, model, spec, dev[:n], steps, warmup)
+    r.update(microbatches=run_config.train.microbatches, remat_chunks=run_config.model.remat_chunks,
+             memory_note=note)
     params = r.pop("params")
     peak_n = peak * n if peak and peak_source == "spec" else peak  # fake CPU devices share one CPU
     achieved = model_flops["train_step"] / r["train_step_s"]
@@ -200,7 +207,9 @@ def print_table(r: dict) -> None:
           ("jax", r["jax_version"]), ("config", f"{r['config']['variant']} {' '.join(r['config']['overrides'])}")]
   for n, run in r["per_device_count"].items():
     mfu = f"{100 * run['mfu']:.1f}%" if run["mfu"] is not None else "n/a"
-    rows += [(f"[{n} device(s)] train step", f"{1e3 * run['train_step_s']:.1f} ms (median)"),
+    rows += [(f"[{n} device(s)] train step", f"{1e3 * run['train_step_s']:.1f} ms (median), "
+                                               f"{run['microbatches']} micro-batch(es), remat chunks "
+                                               f"{run['remat_chunks'] or 'off'}"),
              (f"[{n} device(s)] rays/s, samples/s", f"{run['rays_per_s']:,.0f}, {run['samples_per_s']:,.0f}"),
              (f"[{n} device(s)] achieved / peak", f"{run['achieved_flops_per_s'] / 1e9:,.1f} / "
                                                    f"{(run['peak_flops_per_s'] or 0) / 1e9:,.1f} GFLOP/s"),
