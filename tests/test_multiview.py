@@ -227,6 +227,8 @@ def test_the_commands_export_and_convert(tiny_data_dir, tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   r = run("experiments.build", "multiview/cli", f"--source={tmp_path}/srn", "--format=srn", f"--data_dir={tmp_path}/d")
   assert r.returncode == 0 and "Converted 4 scenes into multiview/cli" in r.stdout, r.stderr[-2000:]
+  r = run("experiments.build", "multiview/cli", f"--source={tmp_path}/srn", "--format=srn", f"--data_dir={tmp_path}/d")
+  assert r.returncode == 0 and "multiview/cli is already built" in r.stdout, r.stderr[-2000:]
   r = run("experiments.build", "multiview/cli2", "--format=srn", f"--data_dir={tmp_path}/d")
   assert r.returncode != 0 and "needs --source=DIR" in r.stderr
   r = run("experiments.build", "multiview/cli3", f"--source={tmp_path}/nowhere", "--format=srn")

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from nerf_vae_jax.data import formats
+from nerf_vae_jax.data import build, formats
 from nerf_vae_jax.data.formats import ConversionError
 from nerf_vae_jax.scenes import shards
 
@@ -214,6 +214,10 @@ def plan(name: str, source: str, fmt: str, *, views: int | None = None, resoluti
 
 def convert(name: str, source: str, fmt: str, data_dir: str, **options) -> Path:
   """Checks and converts ``source`` into ``data_dir/multiview/<name>``; returns the built folder."""
+  done = build.built_dir(f"multiview/{name}", data_dir)
+  if done is not None:
+    print(f"multiview/{name} is already built in {done}; delete that folder to convert again.", flush=True)
+    return done
   config = plan(name, source, fmt, **options)
   start = time.time()
   builder = Multiview(config=config, data_dir=data_dir)
