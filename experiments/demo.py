@@ -54,13 +54,15 @@ def demo(out: str, steps: int | None, num_scenes: int) -> None:
   report = os.path.join(run.step_dir(workdir, step), "report.html")
 
   print(f"\nNovel views of {num_scenes} held-out test scenes (step {step}):")
-  print("                 mean squared error          PSNR of that mean       mean of per-scene PSNR")
-  print("  context views  NeRF-VAE  mean colour       NeRF-VAE  mean colour   NeRF-VAE  mean colour")
+  print("                 mean squared error          PSNR of that mean       mean of per-scene PSNR    objects")
+  print("  context views  NeRF-VAE  mean colour       NeRF-VAE  mean colour   NeRF-VAE  mean colour   mask IoU  "
+        "object MSE")
   for r in metrics["results"]:
     print(f"  {r['num_context_views']:13d}  {r['mse']:8.5f}  {r['baseline_mse']:11.5f}      "
           f"{metrics_lib.psnr(r['mse']):5.2f} dB  {metrics_lib.psnr(r['baseline_mse']):8.2f} dB   "
-          f"{r['psnr']:5.2f} dB  {r['baseline_psnr']:8.2f} dB")
-  print("  (mean colour: every pixel painted with the mean colour of the context views)")
+          f"{r['psnr']:5.2f} dB  {r['baseline_psnr']:8.2f} dB   {r['mask_iou']:8.3f}  {r['object_mse']:10.4f}")
+  print("  (mean colour: every pixel painted with the mean colour of the context views; mask IoU: rendered "
+        "opacity > 0.5 against the objects' true masks; object MSE: on the true object pixels)")
   print(f"\nOutputs ({time.time() - start:.0f} s):")
   for p in (sheet_path, os.path.join(eval_dir, "grid_k3.png"), os.path.join(eval_dir, "orbit_0.gif"), report,
             workdir):
