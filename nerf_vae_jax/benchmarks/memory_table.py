@@ -101,7 +101,7 @@ def markdown(r: dict) -> str:
 
 
 def fit_config(config, num_devices: int, capacity: int | None, headroom: float = 0.9):
-  """``config`` with the fewest micro-batches (then remat) whose step fits ``capacity`` bytes per device.
+  """``config`` with the fewest micro-batches, with or without remat, whose step fits ``capacity`` bytes per device.
 
   Returns (config, note): the config unchanged and note None if it fits as
   it is (or the capacity is unknown). The global batch never changes, so
@@ -123,7 +123,10 @@ def fit_config(config, num_devices: int, capacity: int | None, headroom: float =
     tried.append(f"{m} micro-batch(es), remat chunks {remat or 'off'}: {used['total'] / memory.GIB:.2f} GiB")
     return c, used
 
-  for remat in dict.fromkeys((r0, r0 or REMAT_CHUNKS)):
+  # Remat first on the CPU, where it was faster than no remat and micro-batches 2-3x slower (BENCHMARKS.md);
+  # micro-batches first elsewhere, as they add no FLOPs.
+  order = (r0 or REMAT_CHUNKS, r0) if jax.devices()[0].platform == "cpu" else (r0, r0 or REMAT_CHUNKS)
+  for remat in dict.fromkeys(order):
     c, used = measure(m0, remat)
     fixed, temps = used["total"] - used["temporaries"], used["temporaries"]
     candidates = [m0] + [d for d in range(m0 + 1, per_device + 1)
