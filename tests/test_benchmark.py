@@ -63,20 +63,32 @@ def test_benchmark_writes_its_json(runner_env, tmp_path):
   assert "scaling_efficiency" in b and "peak_memory_bytes" in b
 
 
-def test_a_step_that_does_not_fit_is_benchmarked_with_micro_batches():
-  """The benchmark's default run must complete: too big a step gets the fewest micro-batches that fit."""
+def test_a_step_that_does_not_fit_is_benchmarked_with_remat_or_micro_batches(monkeypatch):
+  """The benchmark's default run must complete: the search over levers, on a closed-form memory model
+  (fixed + per scene x scenes per micro-batch, remat keeping 15%; the real figures are test_step's)."""
   from nerf_vae_jax.benchmarks import memory_table
   from nerf_vae_jax.train import memory
-  from conftest import small_config
-  config = small_config(None, 1)  # the toy model, batch 8
-  config.model.latent = "global"  # compiles fastest; the search does not depend on the model
-  remat = config.copy_and_resolve_references()
-  remat.model.remat_chunks = memory_table.REMAT_CHUNKS
-  with_remat = memory_table.step_memory(remat)["total"]
-  # On the CPU remat is tried first (it was faster there), then micro-batches on top (temporaries / M);
-  # the global batch stays.
-  fitted, note = memory_table.fit_config(config, 1, capacity=int(0.5 * with_remat))
-  assert fitted.train.batch_size == 8 and fitted.train.microbatches > 1 and fitted.model.remat_chunks == 8
-  assert f"microbatches={fitted.train.microbatches} and config.model.remat_chunks=8" in note
-  with pytest.raises(memory.OutOfMemoryError, match="Nothing fits"):
-    memory_table.fit_config(config, 1, capacity=1000)
+  compiled = []
+
+  def fake_step_memory(c):
+    compiled.append((c.train.microbatches, c.model.remat_chunks))
+    per_scene = 1.0 * (0.15 if c.model.remat_chunks else 1.0)
+    return {"total": int((0.1 + per_scene * c.train.batch_size / c.train.microbatches) * memory.GIB)}
+
+  monkeypatch.setattr(memory_table, "step_memory", fake_step_memory)
+  config = shape_scenes.get_config("tiny")
+  config.train.batch_size = 16  # 8 scenes per device on 2 devices: 8.1 GiB as it is
+  assert memory_table.fit_config(config, 2, capacity=10 * memory.GIB) == (config, None)
+  assert compiled == [(1, 0)]
+  # On the CPU remat comes first (it was faster there): 8 x 0.15 + 0.1 = 1.3 GiB fits 2 GiB without micro-batches.
+  compiled.clear()
+  fitted, note = memory_table.fit_config(config, 2, capacity=2 * memory.GIB)
+  assert (fitted.train.batch_size, fitted.train.microbatches, fitted.model.remat_chunks) == (16, 1, 8)
+  assert config.train.microbatches == 1 and config.model.remat_chunks == 0  # the input is not changed
+  assert "remat_chunks=8" in note and compiled == [(1, 0), (1, 8)]
+  # 0.5 GiB needs remat and 4 micro-batches (0.1 + 0.3 = 0.4 GiB); 2 (1.3 / 2 > 0.45) is not even compiled.
+  compiled.clear()
+  fitted, note = memory_table.fit_config(config, 2, capacity=int(0.5 * memory.GIB))
+  assert (fitted.train.microbatches, fitted.model.remat_chunks) == (4, 8) and compiled == [(1, 0), (1, 8), (4, 8)]
+  with pytest.raises(memory.OutOfMemoryError, match="Nothing fits 0.1 GiB per device with 8 scene"):
+    memory_table.fit_config(config, 2, capacity=int(0.1 * memory.GIB))

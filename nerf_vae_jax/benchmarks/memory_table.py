@@ -106,38 +106,39 @@ def fit_config(config, num_devices: int, capacity: int | None, headroom: float =
   Returns (config, note): the config unchanged and note None if it fits as
   it is (or the capacity is unknown). The global batch never changes, so
   neither do the results (up to float rounding). Each candidate is compiled
-  and measured; the temporaries' 1/M scaling (BENCHMARKS.md) only picks
-  which micro-batch counts are worth compiling. Raises OutOfMemoryError,
-  with the numbers, if nothing fits.
+  and measured (``step_memory``); the 1/M scaling of the temporaries only
+  picks which micro-batch counts are worth compiling. Raises
+  OutOfMemoryError, with the numbers, if nothing fits.
   """
   if not capacity:
     return config, None
   per_device = config.train.batch_size // num_devices
   m0, r0 = config.train.get("microbatches", 1), config.model.get("remat_chunks", 0)
-  limit, tried = headroom * capacity, []
+  limit, tried, cache = headroom * capacity, [], {}
 
   def measure(m, remat):
-    c = config.copy_and_resolve_references()
-    c.train.batch_size, c.train.microbatches, c.model.remat_chunks = per_device, m, remat
-    used = step_memory(c)
-    tried.append(f"{m} micro-batch(es), remat chunks {remat or 'off'}: {used['total'] / memory.GIB:.2f} GiB")
-    return c, used
+    if (m, remat) not in cache:
+      c = config.copy_and_resolve_references()
+      c.train.batch_size, c.train.microbatches, c.model.remat_chunks = per_device, m, remat
+      used = step_memory(c)["total"]
+      tried.append(f"{m} micro-batch(es), remat chunks {remat or 'off'}: {used / memory.GIB:.2f} GiB")
+      cache[(m, remat)] = used
+    return cache[(m, remat)]
 
+  if measure(m0, r0) <= limit:
+    return config, None
   # Remat first on the CPU, where it was faster than no remat and micro-batches 2-3x slower (BENCHMARKS.md);
   # micro-batches first elsewhere, as they add no FLOPs.
   order = (r0 or REMAT_CHUNKS, r0) if jax.devices()[0].platform == "cpu" else (r0, r0 or REMAT_CHUNKS)
   for remat in dict.fromkeys(order):
-    c, used = measure(m0, remat)
-    fixed, temps = used["total"] - used["temporaries"], used["temporaries"]
-    candidates = [m0] + [d for d in range(m0 + 1, per_device + 1)
-                         if per_device % d == 0 and fixed + temps * m0 / d <= limit][:2]
+    base = measure(m0, remat)
+    # Temporaries shrink as 1/M: compile only the two smallest counts predicted to fit (a bound, not
+    # an exact figure: the fixed part is taken as zero).
+    candidates = [m0] + [d for d in range(m0 + 1, per_device + 1) if per_device % d == 0 and base * m0 / d <= limit][:2]
     for m in candidates:
-      if m != m0:
-        c, used = measure(m, remat)
-      if used["total"] <= limit:
-        if (m, remat) == (m0, r0):
-          return config, None
-        c.train.batch_size = config.train.batch_size
+      if measure(m, remat) <= limit:
+        c = config.copy_and_resolve_references()
+        c.train.microbatches, c.model.remat_chunks = m, remat
         return c, (f"The config's step does not fit {capacity / memory.GIB:.1f} GiB per device: measured with "
                    f"config.train.microbatches={m} and config.model.remat_chunks={remat} (the same global batch). "
                    f"Tried: " + "; ".join(tried) + ".")
