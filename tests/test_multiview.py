@@ -206,7 +206,7 @@ def test_views_per_scene_are_the_fewest_or_chosen(tmp_path):
 def test_training_and_evaluation_run_on_a_converted_dataset(converted, tmp_path):
   from nerf_vae_jax.evaluation import run as evaluation
   from nerf_vae_jax.train import loop
-  config = small_config(converted, 3, ckpt_every=3)
+  config = small_config(converted, 2, ckpt_every=2)
   config.data.name = "multiview/rt_srn"  # the only change
   last = loop.train(config, str(tmp_path))
   assert np.isfinite(last["loss"])

@@ -171,12 +171,15 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
          "peak_source": peak_source}
   runs = {}
   for n in counts:
-    # A step that would not fit runs with micro-batches (then remat) instead of failing in XLA's allocator.
-    run_config, note = memory_table.fit_config(config, n, memory.device_capacity(config.train.get("memory_limit_gib")))
-    if note:
+    run_config, note = config, None
+    try:
+      r = time_train_step(config, model, spec, dev[:n], steps, warmup)
+    except memory.OutOfMemoryError:
+      # A step that would not fit runs with remat and/or micro-batches instead of failing in XLA's allocator.
+      run_config, note = memory_table.fit_config(config, n,
+                                                 memory.device_capacity(config.train.get("memory_limit_gib")))
       print(note, flush=True)
-      model = workdir_lib.make_model(run_config)[0]
-    r = time_train_step(run_config, model, spec, dev[:n], steps, warmup)
+      r = time_train_step(run_config, workdir_lib.make_model(run_config)[0], spec, dev[:n], steps, warmup)
     r.update(microbatches=run_config.train.microbatches, remat_chunks=run_config.model.remat_chunks,
              memory_note=note)
     params = r.pop("params")
