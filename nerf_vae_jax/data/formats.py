@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nerf_vae_jax import errors
+from nerf_vae_jax import errors, visualize
 
 FORMATS = ("blender", "srn")
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0]).astype(np.float32)  # flips the camera's y and z axes
@@ -125,7 +125,7 @@ def read_blender(folder: Path, background=(1.0, 1.0, 1.0), pixels: bool = True) 
     if "file_path" not in fr or "transform_matrix" not in fr:
       raise ConversionError(f"{where}: needs \"file_path\" and \"transform_matrix\".")
     file = folder / fr["file_path"]
-    if not file.suffix.lower() in IMAGE_SUFFIXES:
+    if file.suffix.lower() not in IMAGE_SUFFIXES:
       file = file.with_name(file.name + ".png")  # the NeRF synthetic scenes omit the extension
     rgb, mask = _load_image(file, background, pixels)
     h, w = rgb.shape[:2]
@@ -207,7 +207,7 @@ def read_scene(folder: Path, fmt: str, background=(1.0, 1.0, 1.0), pixels: bool 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(image).save(path)
+  visualize.save_png(path, image)
 
 
 def write_blender(folder: Path, scene: dict) -> None:

@@ -199,10 +199,11 @@ def plan(name: str, source: str, fmt: str, *, views: int | None = None, resoluti
   if scene_centre is None and np.linalg.norm(centre) < 1e-3 * np.median(np.linalg.norm(c2w[:, :3, 3], axis=-1)):
     centre = np.zeros(3)  # the cameras already look at the origin: leave the poses as they are
   radius = float(scene_radius or est_radius)
-  distance = float(np.median(np.linalg.norm(c2w[:, :3, 3] - centre, axis=-1)))
-  if radius >= np.min(np.linalg.norm(c2w[:, :3, 3] - centre, axis=-1)):
+  dists = np.linalg.norm(c2w[:, :3, 3] - centre, axis=-1)
+  distance = float(np.median(dists))
+  if radius >= dists.min():
     raise ConversionError(f"--scene_radius={radius:g} puts cameras inside the scene's sphere (the nearest camera is "
-                          f"{np.min(np.linalg.norm(c2w[:, :3, 3] - centre, axis=-1)):.3g} from its centre). Pass a smaller radius.")
+                          f"{dists.min():.3g} from its centre). Pass a smaller radius.")
   print(f"  {views} views per scene (fewest in a scene: {fewest}), {height}x{width}, scene sphere centre "
         f"{np.round(centre, 4).tolist()} radius {radius:.4g} ({'given' if scene_radius else 'estimated'}), "
         f"cameras at median distance {distance:.4g}, masks: {'yes' if has_masks else 'no'}", flush=True)
