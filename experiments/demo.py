@@ -5,7 +5,7 @@ held-out test scenes from 1..4 context views, renders their other views
 (experiments.evaluate), prints the novel-view PSNR beside the mean-colour
 baseline, and writes image grids, orbit GIFs and an HTML report.
 
-  python -m experiments.demo --out=out [--steps=N]
+  python -m experiments.demo --out=out [--steps=N] [--data_dir=DIR]
 """
 
 from __future__ import annotations
@@ -20,10 +20,15 @@ from absl import app, flags
 flags.DEFINE_string("out", "out", "Output folder.")
 flags.DEFINE_integer("steps", None, "Training steps (default: the tiny config's).")
 flags.DEFINE_integer("num_scenes", 64, "Test scenes to evaluate.")
+flags.DEFINE_string("data_dir", None, "Where the dataset is built, or found if already built "
+                    "(default: OUT/tensorflow_datasets).")
+flags.DEFINE_string("dataset", "shape_scenes/32px", "The shape_scenes dataset to train and evaluate on "
+                    "(the tiny config's; the tests use shape_scenes/tiny).")
 FLAGS = flags.FLAGS
 
 
-def demo(out: str, steps: int | None, num_scenes: int) -> None:
+def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = None,
+         dataset: str = "shape_scenes/32px") -> None:
   start = time.time()
   from experiments.configs import shape_scenes
   from nerf_vae_jax import visualize
@@ -33,8 +38,8 @@ def demo(out: str, steps: int | None, num_scenes: int) -> None:
   from nerf_vae_jax.train import loop
 
   config = shape_scenes.get_config("tiny")
-  data_dir = os.path.abspath(os.path.join(out, "tensorflow_datasets"))  # config.json works from anywhere
-  config.data.data_dir = data_dir
+  data_dir = os.path.abspath(data_dir or os.path.join(out, "tensorflow_datasets"))  # config.json works anywhere
+  config.data.name, config.data.data_dir = dataset, data_dir
   build.build(config.data.name, data_dir)
   test = source.SceneSource(config.data.name, "test", data_dir)
   sheet_path = os.path.join(out, "contact_sheet.png")
@@ -74,7 +79,7 @@ def demo(out: str, steps: int | None, num_scenes: int) -> None:
 def main(argv):
   del argv
   from experiments import common
-  sys.exit(common.run(demo, FLAGS.out, FLAGS.steps, FLAGS.num_scenes))
+  sys.exit(common.run(demo, FLAGS.out, FLAGS.steps, FLAGS.num_scenes, FLAGS.data_dir, FLAGS.dataset))
 
 
 if __name__ == "__main__":

@@ -219,9 +219,11 @@ def test_learning_curve_evaluates_each_checkpoint_once_against_training_minutes(
 
 
 def test_demo_runs_end_to_end_and_prints_its_table(runner_env, tmp_path):
-  """`make demo`'s command with 2 steps and 2 scenes: build, train, evaluate, summary."""
-  e, _ = runner_env
-  r = _cmd(e, "experiments.demo", f"--out={tmp_path}", "--steps=2", "--num_scenes=2")
+  """`make demo`'s command with 2 steps and 2 scenes on the tests' small dataset (already built, so the demo
+  finds it): build, train, evaluate, summary."""
+  e, data_dir = runner_env
+  r = _cmd(e, "experiments.demo", f"--out={tmp_path}", "--steps=2", "--num_scenes=2",
+           "--dataset=shape_scenes/tiny", f"--data_dir={data_dir}")
   assert r.returncode == 0, r.stderr[-3000:]
   assert "Novel views of 2 held-out test scenes (step 2)" in r.stdout
   rows = [l for l in r.stdout.splitlines() if re.match(r"\s+[1-4]\s+0\.\d+", l)]

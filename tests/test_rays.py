@@ -56,3 +56,18 @@ def test_object_fraction_puts_that_share_of_rays_on_objects_and_none_on_padding(
   # No ray comes from scene 0's padding view (its origin is that camera's).
   origins = np.asarray(rays.origins[0])
   assert not np.any(np.all(np.abs(origins - np.asarray(c2w[0, 2, :3, 3])) < 1e-5, -1))
+
+
+def test_draws_never_land_on_zero_probability_pixels_when_the_cdf_rounds_unevenly():
+  """XLA's float32 cumulative sums can dip by an ulp inside a run of zeros (a padding view); a binary
+  search for a draw just above the dip would stop inside the run, on a pixel of probability 0 (weight
+  infinite). A hand-made jittery sum: every draw must land on a pixel that can be drawn."""
+  p = jnp.array([[0.25, 0.25, 0.0, 0.0, 0.5]])
+  dip = np.nextafter(np.float32(0.5), np.float32(0))
+  cumsum = jnp.array([[0.25, 0.5, dip, 0.5, 1.0]], jnp.float32)  # index 2 dips below index 1
+  for u in (0.5, float(dip) + 1e-9, 0.0, 0.25, 0.9999999):  # with one ray the draw is u x the total
+    idx = int(nerf_vae.invert_cdf(p, cumsum, jnp.array([[u]], jnp.float32))[0, 0])
+    assert float(p[0, idx]) > 0, (u, idx)
+  # A well-rounded sum: the stratified inversion of p.
+  idx = nerf_vae.invert_cdf(p, jnp.cumsum(p, axis=1), jnp.full((1, 4), 0.5))
+  np.testing.assert_array_equal(idx, [[0, 1, 4, 4]])

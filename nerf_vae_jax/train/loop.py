@@ -165,10 +165,12 @@ def train(config, workdir: str) -> dict:
       if is_log or is_ckpt or stopping:
         for s, loss in jax.device_get(pending):
           if not np.isfinite(loss):
+            last_good = mngr.latest_step()
+            kept = (f"The last good checkpoint is kept in {workdir}/checkpoints (step {last_good})."
+                    if last_good is not None else "No checkpoint had been saved yet.")
             raise NonFiniteLossError(
-                f"The loss became {float(loss)} at step {s}; stopping. The last good checkpoint is kept in "
-                f"{workdir}/checkpoints (step {mngr.latest_step()}). Lower config.train.learning_rate or "
-                f"check the data.")
+                f"The loss became {float(loss)} at step {s}; stopping. {kept} Lower "
+                f"config.train.learning_rate or check the data.")
         pending = []
       if is_log:
         dt = time.time() - t0
