@@ -235,17 +235,18 @@ def sample_rays(images, intrinsics, cam_to_world, key, num_rays: int, view_mask=
     obj = objectness(images).reshape(b, n) * real_px
     total = jnp.sum(obj, axis=1, keepdims=True)
     p = (1.0 - object_fraction) * p + object_fraction * jnp.where(total > 0, obj / jnp.maximum(total, 1.0), p)
-  idx = invert_cdf(p, jnp.cumsum(p, axis=1), jax.random.uniform(key, (b, num_rays)))
+  idx = invert_cdf(p, jax.random.uniform(key, (b, num_rays)))
   weights = 1.0 / (num_rays * jnp.take_along_axis(p, idx, axis=1))
   o, d = geometry.pixel_rays(intrinsics, cam_to_world, h, w)
   pick = lambda x: jnp.take_along_axis(x.reshape(b, n, -1), idx[..., None], axis=1)
   return Rays(pick(o), pick(d), pick(images).astype(jnp.float32) / 255.0, weights, pixels)
 
 
-def invert_cdf(p, cumsum, uniform):
+def invert_cdf(p, uniform, cumsum=None):
   """Stratified draws [B, R] of indices from probabilities p [B, N], never one with p = 0.
 
-  cumsum: p's cumulative sum along axis 1; uniform: [B, R] in [0, 1).
+  uniform: [B, R] in [0, 1); cumsum: p's cumulative sum along axis 1 (None:
+  computed here; the tests pass a badly rounded one).
   Float32 cumulative sums are not exactly monotone (XLA's parallel scans
   round each element differently): on a stretch of p = 0 (a padding view)
   the sum can dip by one ulp, a binary search can then stop inside the
@@ -254,6 +255,7 @@ def invert_cdf(p, cumsum, uniform):
   and monotone elsewhere, makes the smallest i with cdf_i >= u always have
   p_i > 0.
   """
+  cumsum = jnp.cumsum(p, axis=1) if cumsum is None else cumsum
   cdf = jax.lax.cummax(jnp.where(p > 0, cumsum, -jnp.inf), axis=1)
   r = uniform.shape[1]
   u = (jnp.arange(r) + uniform) / r * cdf[:, -1:]
