@@ -74,6 +74,13 @@ def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
   m = metrics.scene_metrics(shifted, scene["depths"][held] + 0.25, np.zeros(truth.shape[:-1]), scene, 2, held)
   assert m["mse"] == pytest.approx(np.mean((shifted - truth) ** 2))
   assert m["depth_mae"] == pytest.approx(0.25, rel=1e-5) and m["mask_iou"] == 0.0
+  # Wrong by 0.2 on the objects only, then on the background only: each error lands in its own metric.
+  fg = (scene["masks"][held] > 0)[..., None]
+  for wrong, hit, clean in ((fg, "object_mse", "background_mse"), (~fg, "background_mse", "object_mse")):
+    off = np.where(truth <= 0.8, truth + 0.2, truth - 0.2)  # 0.2 from the truth, inside [0, 1]
+    m = metrics.scene_metrics(np.where(wrong, off, truth), scene["depths"][held],
+                              np.zeros(truth.shape[:-1]), scene, 2, held)
+    assert m[hit] == pytest.approx(0.04, rel=1e-6) and m[clean] == 0.0
 
 
 # ---------------------------------------------------------------- the NeRF baseline and refinement
@@ -140,7 +147,7 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
   with open(os.path.join(workdir, "eval", "4", "test", "metrics.json")) as f:
     m = json.load(f)
   assert (m["step"], m["split"], m["num_scenes"]) == (4, "test", 3)
-  fields = {"num_context_views", "mse", "psnr", "object_mse", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
+  fields = {"num_context_views", "mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
             "baseline_psnr", "baseline_mse"}
   for results in (m["results"], m["refined_results"]):
     assert [row["num_context_views"] for row in results] == [1, 2, 3, 4]

@@ -9,6 +9,7 @@ import pytest
 
 from experiments.configs import shape_scenes
 from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import errors
 from nerf_vae_jax.evaluation import metrics as metrics_lib
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.train import step as training
@@ -38,6 +39,16 @@ def test_posterior_ignores_view_order_and_masked_views(combine):
     m1, s1 = f(mu, raw, jnp.array([[1, 0, 0, 0]] * 3, bool))
     np.testing.assert_allclose(m1, mu[:, 0], rtol=1e-6)
     np.testing.assert_allclose(s1, posterior.to_scale(raw[:, 0]), rtol=1e-6)
+
+
+def test_background_token_and_colour_features_need_the_grid_latent():
+  config = shape_scenes.get_config("tiny").model
+  config.latent, config.background_token = "global", True
+  with pytest.raises(errors.ConfigError, match="background_token=True needs config.model.latent='grid'"):
+    nerf_vae.from_config(config, 1.0)
+  config.background_token, config.colour_features = False, True
+  with pytest.raises(errors.ConfigError, match="colour_features=True needs config.model.latent='grid'"):
+    nerf_vae.from_config(config, 1.0)
 
 
 def test_closed_form_kl_matches_monte_carlo():
@@ -73,10 +84,15 @@ def _model_and_params(config, src, **overrides):
   return model, tx, state
 
 
-@pytest.mark.parametrize("latent", ["global", "grid"])
+# Model overrides: the global latent, the grid, and the grid with a background token and colour features.
+LATENTS = [dict(latent="global"), dict(latent="grid"), dict(latent="grid", background_token=True, colour_features=True)]
+LATENT_IDS = ["global", "grid", "grid_token_colour"]
+
+
+@pytest.mark.parametrize("latent", LATENTS, ids=LATENT_IDS)
 def test_encoder_posterior_ignores_view_order_and_is_blind_to_masked_views(tiny_setup, latent):
   config, src, scenes = tiny_setup
-  model, _, state = _model_and_params(config, src, latent=latent, grid_size=4, latent_dim=8)
+  model, _, state = _model_and_params(config, src, grid_size=4, latent_dim=8, **latent)
   # Perturb the zero-initialised head so the posterior depends on the views.
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape), state["params"])
   b = _batch(scenes, np.random.default_rng(0))
@@ -97,12 +113,12 @@ def test_encoder_posterior_ignores_view_order_and_is_blind_to_masked_views(tiny_
   assert float(jnp.std(m0)) > 1e-3  # the posterior does depend on the input
 
 
-@pytest.mark.parametrize("latent", ["global", "grid"])
+@pytest.mark.parametrize("latent", LATENTS, ids=LATENT_IDS)
 def test_one_compiled_step_serves_1_to_k_views_and_gradients_are_finite(tiny_setup, latent):
   config, src, scenes = tiny_setup
   config = config.copy_and_resolve_references()
   config.loss.targets, config.loss.object_fraction = "all", 0.5  # context views among the targets
-  model, tx, state = _model_and_params(config, src, latent=latent, grid_size=4, latent_dim=8)
+  model, tx, state = _model_and_params(config, src, grid_size=4, latent_dim=8, **latent)
   traces = []
 
   def step(state, batch, key):

@@ -2,7 +2,9 @@
 
 Images are colours in [0, 1]. Metrics per scene, then averaged over scenes:
   mse, psnr (of the scene's mse), object_mse (on the ground truth's
-  foreground pixels: what the mean-colour baseline cannot get), ssim (Gaussian window 11, sigma 1.5, per
+  foreground pixels: what the mean-colour baseline cannot get),
+  background_mse (on the other pixels: the backdrop's colour, and any haze
+  or blur spilling over it), ssim (Gaussian window 11, sigma 1.5, per
   view and channel, as in Wang et al. 2004), depth_mae (on the ground truth's
   foreground pixels), mask_iou (rendered opacity > 0.5 against the ground
   truth's foreground), baseline_mse and baseline_psnr (every pixel painted with
@@ -16,7 +18,7 @@ import functools
 
 import numpy as np
 
-METRICS = ("mse", "psnr", "object_mse", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr",
+METRICS = ("mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr",
            "baseline_mse")
 
 
@@ -64,8 +66,10 @@ def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int,
   fg = scene["masks"][held_out] > 0
   opaque = np.asarray(pred_acc) > 0.5
   inter, union = np.logical_and(opaque, fg).sum(), np.logical_or(opaque, fg).sum()
-  object_err = ((pred - target) ** 2).mean(-1)[fg]
+  err = ((pred - target) ** 2).mean(-1)
+  object_err, background_err = err[fg], err[~fg]
   out.update(object_mse=float(object_err.mean()) if object_err.size else float("nan"),
+             background_mse=float(background_err.mean()) if background_err.size else float("nan"),
              mask_iou=float(inter / union) if union else 1.0)
   if "depths" in scene:
     depth_err = np.abs(np.asarray(pred_depth) - scene["depths"][held_out])[fg]

@@ -19,8 +19,8 @@ import html
 import json
 import os
 
-COLUMNS = ("num_context_views", "psnr", "ssim", "mse", "object_mse", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
-           "baseline_psnr")
+COLUMNS = ("num_context_views", "psnr", "ssim", "mse", "object_mse", "background_mse", "depth_mae", "mask_iou",
+           "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr")
 
 
 def _load(path):

@@ -80,8 +80,9 @@ def evaluate(workdir, step=None, split="test", num_scenes=None, context=(1, 2, 3
       metrics[field].append(row)
       label = f"K={k}" + (f", refined {refine_steps} steps" if settings.refine_steps else "")
       # Datasets without masks or depths (converted ones) have no object, IoU or depth metrics.
-      extra = "".join(f"{name} {row[k]:.3f}, " for k, name in
-                      (("depth_mae", "depth MAE"), ("mask_iou", "mask IoU"), ("object_mse", "object MSE")) if k in row)
+      extra = "".join(f"{name} {row[k]:{fmt}}, " for k, name, fmt in
+                      (("depth_mae", "depth MAE", ".3f"), ("mask_iou", "mask IoU", ".3f"),
+                       ("object_mse", "object MSE", ".4f"), ("background_mse", "background MSE", ".4f")) if k in row)
       print(f"  {label}: PSNR {row['psnr']:.2f} dB (baseline {row['baseline_psnr']:.2f}), SSIM {row['ssim']:.3f}, "
             f"{extra}ELBO/pixel {row['elbo_per_pixel']:.3f}, IWAE/pixel {row['iwae_per_pixel']:.3f}  "
             f"({time.time() - t0:.0f} s)", flush=True)

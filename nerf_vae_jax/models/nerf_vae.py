@@ -32,7 +32,7 @@ from nerf_vae_jax.models.scene_function import BackgroundHead, SceneFunction
 
 
 class NeRFVAE(nn.Module):
-  latent: str = "global"  # "global": z [D]; "grid": z [grid_size^3, D], cells in the world
+  latent: str = "global"  # "global": z [D]; "grid": z [grid_size^3 (+ 1), D], cells in the world
   latent_dim: int = 128
   grid_size: int = 8
   film_init_scale: float = 0.0
@@ -48,21 +48,36 @@ class NeRFVAE(nn.Module):
   posterior: str = "average"  # or "poe"
   dtype: Any = jnp.float32  # matmul dtype in the encoder and the MLP
   remat_chunks: int = 0  # >0: the scene function runs over this many sequential, rematerialised ray chunks
+  # grid only: one more latent token, z[:, -1], inferred from each view's whole feature map, that the
+  # background head reads (without it: the mean of the cells).
+  background_token: bool = False
+  # grid only: the views' colours, resized to the feature map, join its channels. The encoder ends in a
+  # GroupNorm, which normalises away each view's absolute colour level (a plain backdrop's colour).
+  colour_features: bool = False
 
   @property
   def latent_shape(self) -> tuple[int, ...]:
-    return (self.latent_dim,) if self.latent == "global" else (self.grid_size ** 3, self.latent_dim)
+    if self.latent == "global":
+      return (self.latent_dim,)
+    return (self.grid_size ** 3 + int(self.background_token), self.latent_dim)
 
   def setup(self):
     if self.posterior not in posterior.COMBINE:
       raise ValueError(f"posterior must be one of {list(posterior.COMBINE)}, not {self.posterior!r}")
     grid_latent = self.latent == "grid"
+    if self.background_token and not grid_latent:
+      raise ValueError("background_token needs the grid latent (a global latent is one token already)")
+    if self.colour_features and not grid_latent:
+      raise ValueError("colour_features needs the grid latent")
     self.encoder = Encoder(channels=tuple(self.encoder_channels), cells_per_stage=self.encoder_cells,
                            num_outputs=0 if grid_latent else 2 * math.prod(self.latent_shape), dtype=self.dtype)
     if grid_latent:  # per (view, cell): lifted feature + where the cell is seen from -> Gaussian parameters
       self.cell_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
       # Zero-initialised: every posterior starts as N(0, I), as with the global head.
       self.cell_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
+      if self.background_token:  # per view: pooled feature map -> Gaussian parameters of the token
+        self.token_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
+        self.token_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
     self.scene_function = scene_function_of(self, self.latent)
     self.background = BackgroundHead()
 
@@ -84,6 +99,9 @@ class NeRFVAE(nn.Module):
     rays = geometry.plucker(o / self.scene_radius, d)
     x = images.astype(jnp.float32) / 127.5 - 1.0
     out = self.encoder(x.reshape(b * k, h, w, 3), rays.reshape(b * k, h, w, 6))
+    if self.latent == "grid" and self.colour_features:
+      colours = jax.image.resize(x.reshape(b * k, h, w, 3), out.shape[:3] + (3,), "linear")  # antialiased
+      out = jnp.concatenate([out, colours], axis=-1)
     if self.latent == "grid":
       return self._infer_grid(out.reshape((b, k) + out.shape[1:]), intrinsics, cam_to_world, mask, h, w)
     out = out.reshape((b, k, 2) + self.latent_shape)
@@ -98,9 +116,15 @@ class NeRFVAE(nn.Module):
     # where the cell is relative to the camera, not on world coordinates.
     where = jnp.concatenate([cam_dir, (depth / self.scene_radius)[..., None]], axis=-1)
     h = nn.swish(self.cell_hidden(jnp.concatenate([feats, where], axis=-1).astype(self.dtype)))
-    out = self.cell_head(h).astype(jnp.float32)
-    mu, raw = jnp.split(out, 2, axis=-1)  # [B, K, N, D]
-    return posterior.COMBINE[self.posterior](mu, raw, mask[:, :, None] & visible)
+    out = self.cell_head(h).astype(jnp.float32)  # [B, K, N, 2D]
+    seen = mask[:, :, None] & visible  # [B, K, N]
+    if self.background_token:
+      pooled = jnp.mean(fmaps, axis=(2, 3)).astype(self.dtype)  # [B, K, C]
+      token = self.token_head(nn.swish(self.token_hidden(pooled))).astype(jnp.float32)
+      out = jnp.concatenate([out, token[:, :, None]], axis=2)  # [B, K, N + 1, 2D]
+      seen = jnp.concatenate([seen, mask[:, :, None]], axis=2)  # every real view sees the whole scene
+    mu, raw = jnp.split(out, 2, axis=-1)
+    return posterior.COMBINE[self.posterior](mu, raw, seen)
 
   def render_rays(self, latent, origins, directions, key, randomized: bool = True):
     """Coarse and fine volume renders of rays [B, R, 3] given latents [B, ...].
@@ -108,8 +132,12 @@ class NeRFVAE(nn.Module):
     See ``rendering.render_coarse_fine``: {"coarse": ..., "fine": ...}, each
     a dict of rgb [B, R, 3], depth, acc [B, R] and weights [B, R, S].
     """
+    if self.background_token:
+      latent, background = latent[:, :-1], self.background(latent[:, -1])
+    else:
+      background = self.background(latent)
     return rendering.render_coarse_fine(
-        self._field(latent), self.background(latent)[:, None, :], origins,
+        self._field(latent), background[:, None, :], origins,
         directions, key, num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.scene_radius,
         randomized=randomized)
 
@@ -162,6 +190,10 @@ def from_config(config, scene_radius: float) -> NeRFVAE:
   for field, allowed in choices.items():
     if config[field] not in allowed:
       raise errors.ConfigError(f"config.model.{field}={config[field]!r}; choose one of {', '.join(allowed)}.")
+  for field in ("background_token", "colour_features"):
+    if config.get(field) and config.latent != "grid":
+      raise errors.ConfigError(f"config.model.{field}=True needs config.model.latent='grid' (it changes how the "
+                               f"grid's tokens are inferred); set one or the other.")
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
   fields = {k: v for k, v in config.items() if k != "dtype"}
   fields["encoder_channels"] = tuple(fields["encoder_channels"])
