@@ -19,6 +19,7 @@ from experiments.configs import shape_scenes
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax.evaluation import metrics, protocol
 from nerf_vae_jax.train import step as training
+from nerf_vae_jax.train import workdir as workdir_lib
 from nerf_vae_jax.baselines import nerf
 from nerf_vae_jax.data import source
 from nerf_vae_jax.models import nerf_vae, posterior
@@ -184,6 +185,18 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
     assert not i.startswith(("http", "/")) and os.path.isfile(os.path.join(root, i)), i
   with open(os.path.join(root, "comparison.md")) as f:
     assert "| K |" in f.read()
+
+
+def test_background_breakdown_agrees_with_the_evaluation(toy_run):
+  e, data_dir, workdir = toy_run
+  _, model, _, params, _ = workdir_lib.restore_params(workdir)
+  scenes = [source.SceneSource("shape_scenes/tiny", "test", data_dir)[i] for i in range(3)]
+  rows = protocol.background_breakdown(model, params, scenes, 4)
+  per_scene, preds = protocol.evaluate(model, params, scenes, 4, protocol.Settings(num_samples=1, num_rays=64))
+  for row, m, acc, scene in zip(rows, per_scene, preds["acc"], scenes):
+    assert row["background_mse"] == pytest.approx(m["background_mse"], rel=1e-4)
+    assert row["background_opacity"] == pytest.approx(acc[scene["masks"][4:] == 0].mean(), rel=1e-4)
+    assert 0 <= row["colour_error"] <= 1
 
 
 def test_evaluate_bad_input_is_a_clear_error(toy_run, tmp_path):

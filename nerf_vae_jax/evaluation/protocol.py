@@ -150,3 +150,37 @@ def render_orbit(model, params, scene: dict, num_context: int, spec, num_frames:
   context = batch_lib.context(context_batch([scene], num_context))
   out = infer_and_render(model, params, context, (intr[None], c2w[None]), spec.height, spec.width)
   return visualize.to_uint8(out["rgb"][0])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _background_colour(model, params, context: dict):
+  mean, _ = nerf_vae.infer(model, params, context)
+  return model.apply(params, mean, method=nerf_vae.NeRFVAE.background_colour)
+
+
+def background_breakdown(model, params, scenes: list[dict], num_context: int, batch_size: int = 8) -> list[dict]:
+  """Where a model's error over the backdrop comes from, per scene (scenes need masks).
+
+  From ``num_context`` views, on the held-out views, from the posterior mean:
+  background_mse (on the true background pixels, as ``metrics.scene_metrics``),
+  colour_error (squared error, mean over channels, of the model's background
+  colour against the true backdrop's: the median of the true background
+  pixels) and background_opacity (mean rendered opacity there: haze, or the
+  objects' blur).
+  """
+  out = []
+  for start in range(0, len(scenes), batch_size):
+    chunk = scenes[start:start + batch_size]
+    batch = context_batch(chunk, num_context)
+    _, _, h, w, _ = batch["target_images"].shape
+    colour = np.asarray(_background_colour(model, params, batch_lib.context(batch)))
+    pred = jax.device_get(infer_and_render(model, params, batch_lib.context(batch),
+                                           (batch["target_intrinsics"], batch["target_cam_to_world"]), h, w))
+    for i, scene in enumerate(chunk):
+      truth = scene["images"][HELD_OUT] / 255.0
+      back = scene["masks"][HELD_OUT] == 0
+      rgb = np.clip(np.asarray(pred["rgb"][i], np.float64), 0.0, 1.0)
+      out.append({"background_mse": float(((rgb - truth) ** 2).mean(-1)[back].mean()),
+                  "colour_error": float(np.mean((colour[i] - np.median(truth[back], axis=0)) ** 2)),
+                  "background_opacity": float(np.asarray(pred["acc"][i])[back].mean())})
+  return out

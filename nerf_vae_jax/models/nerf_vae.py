@@ -132,14 +132,15 @@ class NeRFVAE(nn.Module):
     See ``rendering.render_coarse_fine``: {"coarse": ..., "fine": ...}, each
     a dict of rgb [B, R, 3], depth, acc [B, R] and weights [B, R, S].
     """
-    if self.background_token:
-      latent, background = latent[:, :-1], self.background(latent[:, -1])
-    else:
-      background = self.background(latent)
     return rendering.render_coarse_fine(
-        self._field(latent), background[:, None, :], origins,
+        self._field(latent[:, :-1] if self.background_token else latent),
+        self.background_colour(latent)[:, None, :], origins,
         directions, key, num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.scene_radius,
         randomized=randomized)
+
+  def background_colour(self, latent):
+    """The colour [B, 3] behind the scene (what rays that hit nothing show) of latents [B, ...]."""
+    return self.background(latent[:, -1] if self.background_token else latent)
 
   def _field(self, latent):
     """(points [B, R, S, 3], directions [B, R, 3]) -> (density, rgb) of the scene function given ``latent``.

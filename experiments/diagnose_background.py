@@ -1,0 +1,47 @@
+"""Where a run's error over the backdrop comes from: its background colour, or haze over the backdrop.
+
+  python -m experiments.diagnose_background --workdir=DIR [--num_scenes=64] [--context=4]
+
+On the held-out views of test scenes (the evaluation protocol), means over
+scenes of: the MSE on true background pixels (evaluation's background_mse),
+the squared error of the model's background colour against the true
+backdrop's, and the rendered opacity over the backdrop
+(``protocol.background_breakdown``).
+"""
+
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from experiments import common
+from nerf_vae_jax.data import source
+from nerf_vae_jax.evaluation import protocol
+from nerf_vae_jax.train import workdir as workdir_lib
+
+flags.DEFINE_string("workdir", None, "The training run's workdir.")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_integer("num_scenes", 64, "Test scenes.")
+flags.DEFINE_integer("context", 4, "Context views.")
+flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
+
+
+def diagnose(workdir, step, num_scenes, context):
+  config, model, _, params, step = workdir_lib.restore_params(workdir, step)
+  src = source.SceneSource(config.data.name, "test", config.data.data_dir)
+  scenes = [src[i] for i in range(min(num_scenes, len(src)))]
+  rows = protocol.background_breakdown(model, params, scenes, context)
+  means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  print(f"{workdir} step {step}, {len(scenes)} test scenes from {context} views: background MSE "
+        f"{means['background_mse']:.5f}, background colour error {means['colour_error']:.5f}, opacity over the "
+        f"background {means['background_opacity']:.3f}")
+
+
+def main(argv):
+  del argv
+  sys.exit(common.run(diagnose, FLAGS.workdir, FLAGS.step, FLAGS.num_scenes, FLAGS.context))
+
+
+if __name__ == "__main__":
+  app.run(main)
