@@ -67,11 +67,12 @@ def scene_flops(model) -> int:
 
 
 def cell_head_flops(model) -> int:
-  """Forward FLOPs of the grid latent's per-view heads: per cell, lifted feature + 4 -> C -> 2 D; the
-  background token's, pooled feature C -> C -> 2 D."""
+  """Forward FLOPs of the grid latent's per-view heads: per cell, lifted feature (C, + 3 colours with
+  colour_features) + 4 -> C -> 2 D; the background token's, pooled feature -> C -> 2 D."""
   c = model.encoder_channels[-1]
-  token = 2 * (c * c + c * 2 * model.latent_dim) if model.background_token else 0
-  return model.grid_size ** 3 * 2 * ((c + 4) * c + c * 2 * model.latent_dim) + token
+  f = c + 3 * model.colour_features
+  token = 2 * (f * c + c * 2 * model.latent_dim) if model.background_token else 0
+  return model.grid_size ** 3 * 2 * ((f + 4) * c + c * 2 * model.latent_dim) + token
 
 
 def train_step_flops(model, batch_size: int, max_context: int, height: int, width: int, num_rays: int) -> dict:

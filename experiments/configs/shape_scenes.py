@@ -6,9 +6,9 @@
 
 Variants:
   ``tiny``            32x32 (shape_scenes/32px, 20,000 training scenes), the CPU demo: the best CPU recipe
-                      (RESULTS.md): grid latent, context views among the targets, 3/4 of the rays on
-                      likely-object pixels, small FiLM initialisation; learning rate 4e-3 and the KL
-                      warmed up over the run.
+                      (RESULTS.md): grid latent with a background token and colour features, context
+                      views among the targets, 3/4 of the rays on likely-object pixels, small FiLM
+                      initialisation; learning rate 4e-3 and the KL warmed up over the run.
   ``tiny_reference``  the same size with the reference's choices: one global latent, held-out targets
                       only, uniform rays, zero FiLM initialisation (the study's baseline).
   ``global``          64px, the reference's choices (one global latent): paper scale.
@@ -58,8 +58,11 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.model.direction_frequencies = 3  # ... for view directions
   c.model.num_coarse = 24 if tiny else 64  # stratified samples per ray
   c.model.num_fine = 24 if tiny else 64  # inverse-CDF samples per ray
-  c.model.background_token = False  # grid only: a scene-wide latent token for the background colour
-  c.model.colour_features = False  # grid only: the views' colours join the encoder's (normalised) features
+  # Grid only (the global latent ignores them): a scene-wide latent token for the background colour, and the views' colours beside the
+  # encoder's GroupNorm-ed features. Together, at the demo's 1,800 steps over two seeds: background error
+  # 0.0013 against 0.0018-0.0054, +2.9 dB against +1.2 to +3.3 (RESULTS.md, "seeds and the backdrop").
+  c.model.background_token = recipe
+  c.model.colour_features = recipe
   c.model.posterior = "average"  # "average" (the reference) or "poe" (product of experts)
   c.model.dtype = "float32"  # matmul dtype in encoder and MLP: "float32" or "bfloat16"
   c.model.remat_chunks = 0  # >0: rematerialise the scene function over this many ray chunks (memory / C)

@@ -48,34 +48,34 @@ class NeRFVAE(nn.Module):
   posterior: str = "average"  # or "poe"
   dtype: Any = jnp.float32  # matmul dtype in the encoder and the MLP
   remat_chunks: int = 0  # >0: the scene function runs over this many sequential, rematerialised ray chunks
-  # grid only: one more latent token, z[:, -1], inferred from each view's whole feature map, that the
-  # background head reads (without it: the mean of the cells).
+  # Grid only (ignored by the global latent, like grid_size): one more latent token, z[:, -1], inferred
+  # from each view's whole feature map, that the background head reads (without it: the mean of the cells).
   background_token: bool = False
-  # grid only: the views' colours, resized to the feature map, join its channels. The encoder ends in a
+  # Grid only: the views' colours, resized to the feature map, join its channels. The encoder ends in a
   # GroupNorm, which normalises away each view's absolute colour level (a plain backdrop's colour).
   colour_features: bool = False
+
+  @property
+  def _token(self) -> bool:
+    return self.background_token and self.latent == "grid"
 
   @property
   def latent_shape(self) -> tuple[int, ...]:
     if self.latent == "global":
       return (self.latent_dim,)
-    return (self.grid_size ** 3 + int(self.background_token), self.latent_dim)
+    return (self.grid_size ** 3 + int(self._token), self.latent_dim)
 
   def setup(self):
     if self.posterior not in posterior.COMBINE:
       raise ValueError(f"posterior must be one of {list(posterior.COMBINE)}, not {self.posterior!r}")
     grid_latent = self.latent == "grid"
-    if self.background_token and not grid_latent:
-      raise ValueError("background_token needs the grid latent (a global latent is one token already)")
-    if self.colour_features and not grid_latent:
-      raise ValueError("colour_features needs the grid latent")
     self.encoder = Encoder(channels=tuple(self.encoder_channels), cells_per_stage=self.encoder_cells,
                            num_outputs=0 if grid_latent else 2 * math.prod(self.latent_shape), dtype=self.dtype)
     if grid_latent:  # per (view, cell): lifted feature + where the cell is seen from -> Gaussian parameters
       self.cell_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
       # Zero-initialised: every posterior starts as N(0, I), as with the global head.
       self.cell_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
-      if self.background_token:  # per view: pooled feature map -> Gaussian parameters of the token
+      if self._token:  # per view: pooled feature map -> Gaussian parameters of the token
         self.token_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
         self.token_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
     self.scene_function = scene_function_of(self, self.latent)
@@ -118,7 +118,7 @@ class NeRFVAE(nn.Module):
     h = nn.swish(self.cell_hidden(jnp.concatenate([feats, where], axis=-1).astype(self.dtype)))
     out = self.cell_head(h).astype(jnp.float32)  # [B, K, N, 2D]
     seen = mask[:, :, None] & visible  # [B, K, N]
-    if self.background_token:
+    if self._token:
       pooled = jnp.mean(fmaps, axis=(2, 3)).astype(self.dtype)  # [B, K, C]
       token = self.token_head(nn.swish(self.token_hidden(pooled))).astype(jnp.float32)
       out = jnp.concatenate([out, token[:, :, None]], axis=2)  # [B, K, N + 1, 2D]
@@ -133,14 +133,14 @@ class NeRFVAE(nn.Module):
     a dict of rgb [B, R, 3], depth, acc [B, R] and weights [B, R, S].
     """
     return rendering.render_coarse_fine(
-        self._field(latent[:, :-1] if self.background_token else latent),
+        self._field(latent[:, :-1] if self._token else latent),
         self.background_colour(latent)[:, None, :], origins,
         directions, key, num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.scene_radius,
         randomized=randomized)
 
   def background_colour(self, latent):
     """The colour [B, 3] behind the scene (what rays that hit nothing show) of latents [B, ...]."""
-    return self.background(latent[:, -1] if self.background_token else latent)
+    return self.background(latent[:, -1] if self._token else latent)
 
   def _field(self, latent):
     """(points [B, R, S, 3], directions [B, R, 3]) -> (density, rgb) of the scene function given ``latent``.
@@ -191,10 +191,6 @@ def from_config(config, scene_radius: float) -> NeRFVAE:
   for field, allowed in choices.items():
     if config[field] not in allowed:
       raise errors.ConfigError(f"config.model.{field}={config[field]!r}; choose one of {', '.join(allowed)}.")
-  for field in ("background_token", "colour_features"):
-    if config.get(field) and config.latent != "grid":
-      raise errors.ConfigError(f"config.model.{field}=True needs config.model.latent='grid' (it changes how the "
-                               f"grid's tokens are inferred); set one or the other.")
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
   fields = {k: v for k, v in config.items() if k != "dtype"}
   fields["encoder_channels"] = tuple(fields["encoder_channels"])
