@@ -152,10 +152,13 @@ def render_orbit(model, params, scene: dict, num_context: int, spec, num_frames:
   return visualize.to_uint8(out["rgb"][0])
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _background_colour(model, params, context: dict):
-  mean, _ = nerf_vae.infer(model, params, context)
-  return model.apply(params, mean, method=nerf_vae.NeRFVAE.background_colour)
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _render_and_background(model, params, batch: dict, height: int, width: int):
+  """``infer_and_render`` of the target cameras, plus the background colour [B, 3], from one inference."""
+  mean, _ = nerf_vae.infer(model, params, batch)
+  out = nerf_vae.render_views(model, params, mean, batch["target_intrinsics"], batch["target_cam_to_world"],
+                              height, width)
+  return dict(out, background=model.apply(params, mean, method=nerf_vae.NeRFVAE.background_colour))
 
 
 def background_breakdown(model, params, scenes: list[dict], num_context: int, batch_size: int = 8) -> list[dict]:
@@ -173,14 +176,12 @@ def background_breakdown(model, params, scenes: list[dict], num_context: int, ba
     chunk = scenes[start:start + batch_size]
     batch = context_batch(chunk, num_context)
     _, _, h, w, _ = batch["target_images"].shape
-    colour = np.asarray(_background_colour(model, params, batch_lib.context(batch)))
-    pred = jax.device_get(infer_and_render(model, params, batch_lib.context(batch),
-                                           (batch["target_intrinsics"], batch["target_cam_to_world"]), h, w))
+    pred = jax.device_get(_render_and_background(model, params, batch, h, w))
     for i, scene in enumerate(chunk):
       truth = scene["images"][HELD_OUT] / 255.0
       back = scene["masks"][HELD_OUT] == 0
       rgb = np.clip(np.asarray(pred["rgb"][i], np.float64), 0.0, 1.0)
       out.append({"background_mse": float(((rgb - truth) ** 2).mean(-1)[back].mean()),
-                  "colour_error": float(np.mean((colour[i] - np.median(truth[back], axis=0)) ** 2)),
+                  "colour_error": float(np.mean((pred["background"][i] - np.median(truth[back], axis=0)) ** 2)),
                   "background_opacity": float(np.asarray(pred["acc"][i])[back].mean())})
   return out
