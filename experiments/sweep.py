@@ -15,6 +15,7 @@ apply to every trial.
 from __future__ import annotations
 
 import csv
+import difflib
 import importlib.util
 import os
 import shlex
@@ -43,6 +44,38 @@ def load_sweep(path: str) -> list[dict]:
   if not trials or not all(isinstance(t, dict) for t in trials):
     raise ValueError(f"{path}: get_sweep() must return a non-empty list of dicts of overrides.")
   return trials
+
+
+def load_config(spec: str):
+  """The ConfigDict of a --config value, ``path[:variant]``."""
+  path, _, variant = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+def check_trials(config, trials: list[dict]) -> None:
+  """Raises ValueError, before anything trains, if a trial names a key the
+  config lacks or gives a value of the wrong type (ml_collections ignores
+  unknown keys here, so they are looked up first)."""
+  known = set(_flat_keys(config))
+  for i, trial in enumerate(trials):
+    for key in trial:
+      if key not in known:
+        near = difflib.get_close_matches(key, sorted(known), n=3)
+        raise ValueError(f"trial {i}: the config has no key {key!r}" + (f"; did you mean {near}?" if near else "."))
+    try:
+      config.copy_and_resolve_references().update_from_flattened_dict(trial)
+    except TypeError as e:
+      raise ValueError(f"trial {i}: {e}") from None
+
+
+def _flat_keys(config, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in config.items():
+    keys += _flat_keys(v, f"{prefix}{k}.") if hasattr(v, "items") else [prefix + k]
+  return keys
 
 
 def trial_command(config: str, workdir: str, overrides: dict, extra: list[str]) -> list[str]:
@@ -75,6 +108,10 @@ def main(argv) -> int:
   if bad:
     sys.exit(f"error: unknown arguments {bad}; only --config.x=y overrides pass through to the trials.")
   trials = load_sweep(FLAGS.sweep)
+  try:
+    check_trials(load_config(FLAGS.config), trials)
+  except ValueError as e:
+    sys.exit(f"error: {FLAGS.sweep}: {e}")
   for i, overrides in enumerate(trials):
     cmd = trial_command(FLAGS.config, os.path.join(FLAGS.workdir, f"trial_{i}"), overrides, extra)
     if FLAGS.dry_run:

@@ -1,9 +1,12 @@
 """Sweeps: trial command lines and the summary tables (no training needed)."""
 
 import csv
+import glob
 import json
 import subprocess
 import sys
+
+import pytest
 
 from experiments import sweep
 
@@ -30,3 +33,24 @@ def test_summary_holds_each_trials_last_metrics(tmp_path):
                                                                                    ("64", "10", 22.5)]
   md = (tmp_path / "summary.md").read_text()
   assert "| trial | model.latent_dim |" in md and "| 1 | 64 | 10 | -0.5 |" in md
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(glob.glob("experiments/sweeps/*.py"))
+                                  if not p.endswith("__init__.py")])
+def test_every_sweep_file_applies_to_the_tiny_config(path):
+  sweep.check_trials(sweep.load_config("experiments/configs/shape_scenes.py:tiny"), sweep.load_sweep(path))
+
+
+def test_a_misspelt_key_or_a_wrong_type_stops_the_sweep_before_any_trial(tmp_path):
+  config = sweep.load_config("experiments/configs/shape_scenes.py:tiny")
+  with pytest.raises(ValueError, match=r"trial 1: the config has no key 'model.latnt_dim'; did you mean "
+                                       r"\['model.latent_dim'"):
+    sweep.check_trials(config, [{"model.latent_dim": 8}, {"model.latnt_dim": 8}])
+  with pytest.raises(ValueError, match="trial 0: .*background_token"):
+    sweep.check_trials(config, [{"model.background_token": 0.5}])
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_sweep():\n  return [{'train.learning_rte': 1e-3}]\n")
+  r = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/shape_scenes.py:tiny",
+                      f"--sweep={bad}", f"--workdir={tmp_path}/w"], capture_output=True, text=True)
+  assert r.returncode == 1 and "train.learning_rte" in r.stderr and "train.learning_rate" in r.stderr
+  assert not (tmp_path / "w").exists()
