@@ -66,9 +66,9 @@ def scene_flops(model) -> int:
   return background
 
 
-def cell_head_flops(model) -> int:
+def grid_head_flops(model) -> int:
   """Forward FLOPs of the grid latent's per-view heads: per cell, lifted feature (C, + 3 colours with
-  colour_features) + 4 -> C -> 2 D; the background token's, pooled feature -> C -> 2 D."""
+  colour_features) + 4 -> C -> 2 D; the background token's (if any), pooled feature -> C -> 2 D."""
   c = model.encoder_channels[-1]
   f = c + 3 * model.colour_features
   token = 2 * (f * c + c * 2 * model.latent_dim) if model.background_token else 0
@@ -79,7 +79,7 @@ def train_step_flops(model, batch_size: int, max_context: int, height: int, widt
   """Matmul FLOPs of one training step, and its parts (forward)."""
   samples = model.num_coarse + model.num_fine
   if model.latent == "grid":
-    per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells, 0) + cell_head_flops(model)
+    per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells, 0) + grid_head_flops(model)
   else:
     per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells,
                              2 * math.prod(model.latent_shape))
