@@ -5,8 +5,9 @@
   python -m experiments.train --config=experiments/configs/shape_scenes.py:grid --workdir=...
 
 Variants:
-  ``tiny``            32x32 (shape_scenes/32px, 20,000 training scenes), the CPU demo: the best CPU recipe
-                      (RESULTS.md): grid latent with a background token and colour features, context
+  ``tiny``            32x32 (shape_scenes/32px, 20,000 training scenes), the CPU demo: the best recipe
+                      for the demo's 1,800 steps (RESULTS.md; longer, it fell behind the 35-minute
+                      run's older recipe, see "the default at the 35-minute run's length"): grid latent with a background token and colour features, context
                       views among the targets, 3/4 of the rays on likely-object pixels, small FiLM
                       initialisation; learning rate 4e-3 and the KL warmed up over the run.
   ``tiny_reference``  the same size with the reference's choices: one global latent, held-out targets
