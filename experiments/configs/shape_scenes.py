@@ -7,9 +7,10 @@
 Variants:
   ``tiny``            32x32 (shape_scenes/32px, 20,000 training scenes), the CPU demo: the best recipe
                       for the demo's 1,800 steps (RESULTS.md; longer, it fell behind the 35-minute
-                      run's older recipe, see "the default at the 35-minute run's length"): grid latent with a background token and colour features, context
-                      views among the targets, 3/4 of the rays on likely-object pixels, small FiLM
-                      initialisation; learning rate 4e-3 and the KL warmed up over the run.
+                      run's older recipe, see "the default at the 35-minute run's length"): grid
+                      latent with a background token and colour features, context views among the
+                      targets, 3/4 of the rays on likely-object pixels, small FiLM initialisation;
+                      learning rate 4e-3 and the KL warmed up over the run.
   ``tiny_reference``  the same size with the reference's choices: one global latent, held-out targets
                       only, uniform rays, zero FiLM initialisation (the study's baseline).
   ``global``          64px, the reference's choices (one global latent): paper scale.
@@ -59,9 +60,10 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.model.direction_frequencies = 3  # ... for view directions
   c.model.num_coarse = 24 if tiny else 64  # stratified samples per ray
   c.model.num_fine = 24 if tiny else 64  # inverse-CDF samples per ray
-  # Grid only (the global latent ignores them): a scene-wide latent token for the background colour, and the views' colours beside the
-  # encoder's GroupNorm-ed features. Together, at the demo's 1,800 steps over two seeds: background error
-  # 0.0013 against 0.0018-0.0054, +2.9 dB against +1.2 to +3.3 (RESULTS.md, "seeds and the backdrop").
+  # Grid only (the global latent ignores them): a scene-wide latent token for the background colour, and
+  # the views' colours beside the encoder's GroupNorm-ed features. Together, at the demo's 1,800 steps over
+  # two seeds: background error 0.0013 against 0.0018-0.0054, +2.9 dB against +1.2 to +3.3 (RESULTS.md,
+  # "seeds and the backdrop").
   c.model.background_token = recipe
   c.model.colour_features = recipe
   c.model.posterior = "average"  # "average" (the reference) or "poe" (product of experts)
