@@ -55,6 +55,23 @@ def test_background_token_and_colour_features_are_grid_only():
   assert shapes[True] == shapes[False] and shapes[True][0] == (config.model.latent_dim,)
 
 
+@pytest.mark.parametrize("variant", shape_scenes.VARIANTS)
+def test_every_config_variant_builds_its_model(variant):
+  """Each variant's model initialises at its dataset's image size, with the latent its options ask for."""
+  config = shape_scenes.get_config(variant)
+  size = 32 if variant.startswith("tiny") else 64
+  context = batch_lib.context(batch_lib.example(batch_lib.for_config(config, size, size)))
+  model = nerf_vae.from_config(config.model, 1.0)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), context, jnp.zeros((1, 2, 3)),
+                                             jnp.ones((1, 2, 3)), jax.random.PRNGKey(1)))
+  m = config.model
+  cells = m.grid_size ** 3 + int(m.background_token) if m.latent == "grid" else None
+  assert model.latent_shape == ((cells, m.latent_dim) if cells else (m.latent_dim,))
+  assert jax.tree.leaves(params) and 0 < config.loss.beta_warmup_steps <= config.train.num_steps
+  if variant == "tiny_long":  # its learning curves need every checkpoint
+    assert config.train.num_steps // config.train.checkpoint_every <= config.train.keep_checkpoints
+
+
 def test_closed_form_kl_matches_monte_carlo():
   mean = jnp.array([[0.5, -1.0, 0.2]])
   scale = jnp.array([[0.3, 1.5, 0.9]])

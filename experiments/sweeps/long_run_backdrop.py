@@ -1,0 +1,20 @@
+"""The long-run backdrop study of RESULTS.md (session 9, "the long-run recipe"): the backdrop options of
+the demo's recipe on the tiny_long config, each arm stopped after 30 minutes of its 6,500-step schedule.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m experiments.sweep \\
+      --config=experiments/configs/shape_scenes.py:tiny_long --sweep=experiments/sweeps/long_run_backdrop.py \\
+      --workdir=DIR --config.train.time_budget_minutes=30 --config.train.image_every=0
+  python -m experiments.curves --workdirs=DIR/trial_0,DIR/trial_1,DIR/trial_2 --labels=long,token+colour,colour
+
+RESULTS.md ran the arms one after another on both cores, trial 0 without the time budget (6,500 steps).
+"""
+
+ARMS = [
+    {"model.background_token": False, "model.colour_features": False},  # tiny_long
+    {"model.background_token": True, "model.colour_features": True},  # both: the demo's tiny config has them
+    {"model.background_token": False, "model.colour_features": True},  # the views' colours as features only
+]
+
+
+def get_sweep():
+  return [dict(arm) for arm in ARMS]
