@@ -6,7 +6,7 @@ the demo's recipe on the tiny_long config, each arm stopped after 30 minutes of 
       --workdir=DIR --config.train.time_budget_minutes=30 --config.train.image_every=0
   python -m experiments.curves --workdirs=DIR/trial_0,DIR/trial_1,DIR/trial_2 --labels=long,token+colour,colour
 
-RESULTS.md ran the arms one after another on both cores, trial 0 without the time budget (6,500 steps).
+RESULTS.md ran the arms one after another on both cores; trial 0 as the plain tiny_long command (6,500 steps).
 """
 
 ARMS = [
