@@ -40,17 +40,23 @@ def test_posterior_ignores_view_order_and_masked_views(combine):
     np.testing.assert_allclose(s1, posterior.to_scale(raw[:, 0]), rtol=1e-6)
 
 
+def _abstract_model(config, size: int):
+  """The config's model and the shapes of its parameters, initialised for size x size views (no compute)."""
+  context = batch_lib.context(batch_lib.example(batch_lib.for_config(config, size, size)))
+  model = nerf_vae.from_config(config.model, 1.0)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), context, jnp.zeros((1, 2, 3)),
+                                             jnp.ones((1, 2, 3)), jax.random.PRNGKey(1)))
+  return model, params
+
+
 def test_background_token_and_colour_features_are_grid_only():
   """The global latent ignores them (as it does grid_size): switching the tiny config to it needs no more flags."""
   config = shape_scenes.get_config("tiny")
   assert config.model.background_token and config.model.colour_features
-  context = batch_lib.context(batch_lib.example(batch_lib.for_config(config, 32, 32)))
   shapes = {}
   for on in (True, False):
     config.model.latent, config.model.background_token, config.model.colour_features = "global", on, on
-    model = nerf_vae.from_config(config.model, 1.0)
-    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), context, jnp.zeros((1, 2, 3)),
-                                               jnp.ones((1, 2, 3)), jax.random.PRNGKey(1)))
+    model, params = _abstract_model(config, 32)
     shapes[on] = (model.latent_shape, jax.tree.map(lambda x: x.shape, params))
   assert shapes[True] == shapes[False] and shapes[True][0] == (config.model.latent_dim,)
 
@@ -59,15 +65,12 @@ def test_background_token_and_colour_features_are_grid_only():
 def test_every_config_variant_builds_its_model(variant):
   """Each variant's model initialises at its dataset's image size, with the latent its options ask for."""
   config = shape_scenes.get_config(variant)
-  size = 32 if variant.startswith("tiny") else 64
-  context = batch_lib.context(batch_lib.example(batch_lib.for_config(config, size, size)))
-  model = nerf_vae.from_config(config.model, 1.0)
-  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), context, jnp.zeros((1, 2, 3)),
-                                             jnp.ones((1, 2, 3)), jax.random.PRNGKey(1)))
+  model, params = _abstract_model(config, 32 if variant.startswith("tiny") else 64)
   m = config.model
   cells = m.grid_size ** 3 + int(m.background_token) if m.latent == "grid" else None
   assert model.latent_shape == ((cells, m.latent_dim) if cells else (m.latent_dim,))
-  assert jax.tree.leaves(params) and 0 < config.loss.beta_warmup_steps <= config.train.num_steps
+  assert jax.tree.leaves(params)
+  assert 0 < config.loss.beta_warmup_steps <= config.train.num_steps
   if variant == "tiny_long":  # its learning curves need every checkpoint
     assert config.train.num_steps // config.train.checkpoint_every <= config.train.keep_checkpoints
 
