@@ -140,12 +140,23 @@ def _cmd(e, *args):
   return subprocess.run([sys.executable, "-m", *args], env=e, capture_output=True, text=True, timeout=300)
 
 
+def test_a_subset_evaluation_gets_its_own_folder():
+  """Fewer scenes or fewer context counts than the full evaluation never overwrite its metrics.json."""
+  from nerf_vae_jax.evaluation.run import eval_folder
+  assert eval_folder("test", 64, 64, (1, 2, 3, 4)) == "test"
+  assert eval_folder("test", 8, 64, (1, 2, 3, 4)) == "test_8scenes"
+  assert eval_folder("test_ood", 64, 64, (1, 4)) == "test_ood_k14"
+  assert eval_folder("test", 8, 64, [4]) == "test_8scenes_k4"
+  names = {eval_folder("test", n, 64, k) for n in (8, 64) for k in ((1, 2, 3, 4), (1, 4), (4,))}
+  assert len(names) == 6  # every variant has a folder of its own
+
+
 def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_run):
   e, data_dir, workdir = toy_run
   r = _cmd(e, "experiments.evaluate", f"--workdir={workdir}", "--num_scenes=3", "--refine_steps=2",
            "--num_images=2")
   assert r.returncode == 0, r.stderr[-3000:]
-  with open(os.path.join(workdir, "eval", "4", "test", "metrics.json")) as f:
+  with open(os.path.join(workdir, "eval", "4", "test_3scenes", "metrics.json")) as f:  # a subset: its own folder
     m = json.load(f)
   assert (m["step"], m["split"], m["num_scenes"]) == (4, "test", 3)
   fields = {"num_context_views", "mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
@@ -179,7 +190,7 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
     page = f.read()
   images = re.findall(r'src="([^"]+)"', page)
   for name in ("grid_k1.png", "grid_k4_refined.png", "orbit_0.gif", "prior_samples.gif", "interpolations.png",
-               "comparison_test.png"):
+               "comparison_test_3scenes.png"):
     assert any(i.endswith(name) for i in images), name
   for i in images:  # relative paths that exist: the report opens offline
     assert not i.startswith(("http", "/")) and os.path.isfile(os.path.join(root, i)), i

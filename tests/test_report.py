@@ -28,7 +28,7 @@ def test_report_tables_comparison_and_images(tmp_path):
                                                      "results": _results(10.0)}))
   html_path = report.write(str(tmp_path), 7)
   page = open(html_path).read()
-  assert "24.00" in page and "<h2>test: 8 scenes</h2>" in page  # NeRF-VAE's K=4 PSNR
+  assert "24.00" in page and "<h2>test: 8 scenes (test/)</h2>" in page  # NeRF-VAE's K=4 PSNR
   assert "NeRF-VAE on 8 scenes, the NeRF on the first 4 of them." in page
   for src in re.findall(r'src="([^"]+)"', page):  # every picture it shows is there, by relative path
     assert os.path.exists(os.path.join(os.path.dirname(html_path), src)), src

@@ -98,7 +98,8 @@ def write(workdir: str, step: int) -> str:
   for path in sorted(glob.glob(os.path.join(root, "*", "metrics.json"))):
     m = _load(path)
     split_dir = os.path.dirname(path)
-    parts.append(f"<h2>{html.escape(m['split'])}: {m['num_scenes']} scenes</h2>")
+    folder = os.path.basename(split_dir)  # the split, or a subset of it (run.eval_folder)
+    parts.append(f"<h2>{html.escape(m['split'])}: {m['num_scenes']} scenes ({html.escape(folder)}/)</h2>")
     parts.append(_table(m["results"], COLUMNS))
     if m.get("refined_results"):
       parts.append(f"<h3>With {m['refine_steps']} steps of test-time refinement</h3>")
@@ -108,13 +109,13 @@ def write(workdir: str, step: int) -> str:
       rows = comparison_rows(m, baseline)
       parts.append(f"<h3>Against a per-scene NeRF ({baseline['num_scenes']} scenes, {baseline['steps']} steps "
                    f"each)</h3>" + _table(rows, list(rows[0])))
-      md += [f"## {m['split']} split\n", _table(rows, list(rows[0]), "md"), ""]
+      md += [f"## {m['split']} split, {m['num_scenes']} scenes\n", _table(rows, list(rows[0]), "md"), ""]
       if baseline["num_scenes"] != m["num_scenes"]:
         note = (f"NeRF-VAE on {m['num_scenes']} scenes, the NeRF on the first {baseline['num_scenes']} of "
                 f"them.")
         parts.append(f"<p>{note}</p>")
         md += [note, ""]
-      plot = os.path.join(root, f"comparison_{m['split']}.png")
+      plot = os.path.join(root, f"comparison_{folder}.png")
       _plot(plot, m, baseline, nerf.get("dense"))
       parts.append(f'<img src="{rel(plot)}">')
       md += [f"![comparison]({os.path.basename(plot)})", ""]

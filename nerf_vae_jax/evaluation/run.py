@@ -5,7 +5,8 @@
 
 The config comes from DIR/config.json. For K = 1..4 context views it renders
 every held-out view (views 4.. of each scene) and writes, in
-DIR/eval/<step>/<split>/:
+DIR/eval/<step>/<split>/ (<split>_<M>scenes_k<Ks>/ for a subset of scenes or
+of context counts, so that a quick look never replaces the full evaluation):
 
   metrics.json      {"step", "split", "num_scenes", "results": [per K: mse, psnr, ssim,
                      depth_mae, mask_iou, elbo_per_pixel, iwae_per_pixel, baseline_psnr]}
@@ -35,6 +36,14 @@ def step_dir(workdir: str, step: int) -> str:
   return os.path.join(workdir, "eval", str(step))
 
 
+def eval_folder(split: str, num_scenes: int, default_scenes: int, context) -> str:
+  """The folder name of one evaluation: the split, plus what it left out (fewer scenes, fewer K)."""
+  name = split if num_scenes == default_scenes else f"{split}_{num_scenes}scenes"
+  if tuple(context) != tuple(range(1, protocol.CONTEXT_CANDIDATES + 1)):
+    name += "_k" + "".join(str(k) for k in context)
+  return name
+
+
 def image_grid(scenes, preds, num_context: int, num_images: int):
   """uint8 grid: per scene, context views (blank where unused) | target | prediction | depth (where the
   rendered opacity > 0.5) | error."""
@@ -59,9 +68,10 @@ def evaluate(workdir, step=None, split="test", num_scenes=None, context=(1, 2, 3
   if spec.num_views <= protocol.CONTEXT_CANDIDATES:
     raise errors.UserError(f"{src.name} has {spec.num_views} views per scene; evaluation needs more than "
                      f"{protocol.CONTEXT_CANDIDATES} (the first {protocol.CONTEXT_CANDIDATES} are the context candidates).")
-  num_scenes = min(num_scenes or config.eval.num_scenes, len(src))
+  default_scenes = min(config.eval.num_scenes, len(src))
+  num_scenes = min(num_scenes or default_scenes, len(src))
   scenes = [src[i] for i in range(num_scenes)]
-  out_dir = os.path.join(step_dir(workdir, step), split)
+  out_dir = os.path.join(step_dir(workdir, step), eval_folder(split, num_scenes, default_scenes, context))
   os.makedirs(out_dir, exist_ok=True)
   print(f"Evaluating step {step} of {workdir} on {num_scenes} {split} scenes of {src.name} ...", flush=True)
 
