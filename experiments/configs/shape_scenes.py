@@ -6,13 +6,12 @@
 
 Variants:
   ``tiny``            32x32 (shape_scenes/32px, 20,000 training scenes), the CPU demo: the best recipe
-                      for the demo's 1,800 steps (RESULTS.md): grid latent with a background token and
-                      colour features, context views among the targets, 3/4 of the rays on
+                      for the demo's 1,800 steps (RESULTS.md): grid latent with colour features,
+                      context views among the targets, 3/4 of the rays on
                       likely-object pixels, small FiLM initialisation; learning rate 4e-3 and the KL
                       warmed up over the 1,800 steps.
   ``tiny_long``       the same size, the recipe of the documented 35-60 minute CPU runs (6,500 steps):
-                      ``tiny`` without the background token (it stops the objects from becoming
-                      opaque in longer runs) and colour features, 1/2 of the rays on objects, learning
+                      ``tiny`` without colour features, 1/2 of the rays on objects, learning
                       rate 2e-3, KL warm-up over 200 steps; a checkpoint every 500 steps, all kept for
                       learning curves (RESULTS.md, "the long-run recipe").
   ``tiny_reference``  the same size with the reference's choices: one global latent, held-out targets
@@ -66,13 +65,11 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.model.num_coarse = 24 if tiny else 64  # stratified samples per ray
   c.model.num_fine = 24 if tiny else 64  # inverse-CDF samples per ray
   # Grid only (the global latent ignores them): a scene-wide latent token for the background colour, and
-  # the views' colours beside the encoder's GroupNorm-ed features. Together, at the demo's 1,800 steps over
-  # two seeds: background error 0.0013 against 0.0018-0.0054, +2.9 dB against +1.2 to +3.3 (RESULTS.md,
-  # "seeds and the backdrop"). Off in long runs: with both, the objects did not turn opaque after 2,000 steps
-  # as they do without (mask IoU 0.35 against 0.45 at 3,400-3,500 steps). Colour features alone did better
-  # than neither up to 3,500 steps (IoU 0.56): the token is what holds the objects back, but colour-only has
-  # no full-length run yet (RESULTS.md, "the long-run recipe").
-  c.model.background_token = recipe and not long_run
+  # the views' colours beside the encoder's GroupNorm-ed features. Colour features alone, at the demo's
+  # 1,800 steps over two seeds: mask IoU 0.66-0.67 and +4.9-5.1 dB from 4 views, against 0.41-0.42 and
+  # +2.9-3.0 dB with the token too (RESULTS.md, "colour features without the token"). The token holds the
+  # objects back: with it they do not turn opaque, in short runs or long ones ("the long-run recipe").
+  c.model.background_token = False
   c.model.colour_features = recipe and not long_run
   c.model.posterior = "average"  # "average" (the reference) or "poe" (product of experts)
   c.model.dtype = "float32"  # matmul dtype in encoder and MLP: "float32" or "bfloat16"

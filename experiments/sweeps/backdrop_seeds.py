@@ -6,7 +6,8 @@
   python -m experiments.diagnose_background --workdir=DIR/trial_<i>
 
 RESULTS.md ran them two at a time, each on one core (taskset) with 4 host devices. Every arm sets
-both backdrop options, so the arms stay what they were now that the tiny config has both on (session 7).
+both backdrop options, so the arms stay what they were whatever the tiny config's defaults (both on in
+sessions 7-9; colour features only since session 10).
 """
 
 import itertools
@@ -16,8 +17,8 @@ ARMS = [
     {"loss.object_fraction": 0.5, **_OFF},  # the recipe before session 6
     dict(_OFF),  # the tiny config before session 7 (3/4 of the rays on objects)
     {"model.background_token": True, "model.colour_features": False},  # a scene-wide token for the background head
-    {"model.background_token": False, "model.colour_features": True},  # the views' colours as features (session 8)
-    {"model.background_token": True, "model.colour_features": True},  # both: the tiny config since session 7
+    {"model.background_token": False, "model.colour_features": True},  # the views' colours as features (tiny since session 10)
+    {"model.background_token": True, "model.colour_features": True},  # both: the tiny config in sessions 7-9
 ]
 
 
