@@ -261,3 +261,6 @@ def test_demo_runs_end_to_end_and_prints_its_table(runner_env, tmp_path):
   assert len(rows) == 4 and "mask IoU" in r.stdout, r.stdout[-2000:]
   assert os.path.exists(tmp_path / "contact_sheet.png")
   assert os.path.exists(tmp_path / "train_tiny" / "eval" / "2" / "report.html")
+  with open(tmp_path / "train_tiny" / "config.json") as f:
+    loss = json.load(f)["loss"]
+  assert loss["beta_warmup_steps"] == 2  # tiny's KL warm-up spans the run, however long --steps makes it
