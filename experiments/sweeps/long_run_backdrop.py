@@ -10,9 +10,9 @@ RESULTS.md ran the arms one after another on both cores; trial 0 as the plain ti
 """
 
 ARMS = [
-    {"model.background_token": False, "model.colour_features": False},  # tiny_long
+    {"model.background_token": False, "model.colour_features": False},  # tiny_long in session 9
     {"model.background_token": True, "model.colour_features": True},  # both: the demo's tiny config in sessions 7-9
-    {"model.background_token": False, "model.colour_features": True},  # the views' colours as features only
+    {"model.background_token": False, "model.colour_features": True},  # the views' colours as features only (tiny_long since session 10)
 ]
 
 
