@@ -45,8 +45,8 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   sheet_path = os.path.join(out, "contact_sheet.png")
   visualize.save_png(sheet_path, visualize.contact_sheet([test[i] for i in range(6)]), scale=3)
 
-  if steps:  # tiny warms the KL up over its whole run, so the warm-up follows the run's length
-    config.train.num_steps = config.loss.beta_warmup_steps = steps
+  if steps:  # tiny's KL warm-up spans the run (beta_warmup_steps None), so it follows
+    config.train.num_steps = steps
   workdir = os.path.join(out, "train_tiny")
   print(f"\nTraining the tiny config for {config.train.num_steps} steps in {workdir} ...", flush=True)
   loop.train(config, workdir)

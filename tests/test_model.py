@@ -70,7 +70,8 @@ def test_every_config_variant_builds_its_model(variant):
   cells = m.grid_size ** 3 + int(m.background_token) if m.latent == "grid" else None
   assert model.latent_shape == ((cells, m.latent_dim) if cells else (m.latent_dim,))
   assert jax.tree.leaves(params)
-  assert 0 < config.loss.beta_warmup_steps <= config.train.num_steps
+  warmup = config.loss.beta_warmup_steps  # None: over the whole run
+  assert warmup is None or 0 < warmup <= config.train.num_steps
   if variant == "tiny_long":  # its learning curves need every checkpoint
     assert config.train.num_steps // config.train.checkpoint_every <= config.train.keep_checkpoints
 

@@ -96,3 +96,20 @@ def test_scene_keys_depend_on_step_and_scene_only():
   np.testing.assert_array_equal(jax.random.key_data(a[:4]), jax.random.key_data(b))  # a scene's key ignores B
   c = step_lib.scene_keys(k, 6, 8)
   assert not np.array_equal(jax.random.key_data(a), jax.random.key_data(c))
+
+
+@pytest.mark.parametrize("num_steps", [1800, 100])
+def test_tiny_kl_warmup_spans_the_run_however_long(num_steps):
+  """tiny leaves beta_warmup_steps unset (None): beta rises linearly to 1 at the last step of any run
+  length, so ``--config.train.num_steps=N`` needs no second override. A set warm-up stays fixed; 0 is none."""
+  from experiments.configs import shape_scenes
+  config = shape_scenes.get_config("tiny")
+  config.train.num_steps = num_steps
+  beta = lambda s: float(step_lib.beta_at(s, config))
+  assert config.loss.beta_warmup_steps is None
+  np.testing.assert_allclose([beta(0), beta(num_steps // 4), beta(num_steps), beta(2 * num_steps)],
+                             [0.0, 0.25, 1.0, 1.0], rtol=1e-6)
+  config.loss.beta_warmup_steps = num_steps // 2
+  assert beta(num_steps // 4) == pytest.approx(0.5) and beta(num_steps // 2) == 1.0
+  config.loss.beta_warmup_steps = 0
+  assert beta(0) == 1.0

@@ -7,6 +7,9 @@ the demo's recipe on the tiny_long config, each arm stopped after 30 minutes of 
   python -m experiments.curves --workdirs=DIR/trial_0,DIR/trial_1,DIR/trial_2 --labels=long,token+colour,colour
 
 RESULTS.md ran the arms one after another on both cores; trial 0 as the plain tiny_long command (6,500 steps).
+tiny_long was then 1/2 of the rays on objects, learning rate 2e-3 and a 200-step KL warm-up (since session 11
+it is tiny's schedule): add ``--config.loss.object_fraction=0.5 --config.train.learning_rate=2e-3
+--config.loss.beta_warmup_steps=200`` to rerun the study as it was.
 """
 
 ARMS = [

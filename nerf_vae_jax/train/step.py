@@ -39,11 +39,17 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
                      optax.adam(learning_rate_schedule(train_config)))
 
 
-def beta_at(step, loss_config):
-  """The KL weight: linear from 0 to loss_config.beta over beta_warmup_steps."""
-  if loss_config.beta_warmup_steps <= 0:
-    return jnp.asarray(loss_config.beta, jnp.float32)
-  return loss_config.beta * jnp.minimum(1.0, step / loss_config.beta_warmup_steps)
+def beta_at(step, config):
+  """The KL weight at ``step``: linear from 0 to ``config.loss.beta`` over ``config.loss.beta_warmup_steps``.
+
+  A warm-up of None spans the whole run (``config.train.num_steps``), however
+  long an override makes it; 0 means no warm-up.
+  """
+  warmup = config.loss.beta_warmup_steps
+  warmup = config.train.num_steps if warmup is None else warmup
+  if warmup <= 0:
+    return jnp.asarray(config.loss.beta, jnp.float32)
+  return config.loss.beta * jnp.minimum(1.0, step / warmup)
 
 
 def init_state(model, tx, example_batch, key) -> dict:
@@ -87,7 +93,7 @@ def loss_and_grads(model, config, params, batch, keys, step, devices: int = 1):
   """
   loss_fn = functools.partial(
       nerf_vae.elbo_loss, model, num_rays=config.loss.num_rays, likelihood_scale=config.loss.likelihood_scale,
-      beta=beta_at(step, config.loss), free_bits=config.loss.free_bits, coarse_weight=config.loss.coarse_weight,
+      beta=beta_at(step, config), free_bits=config.loss.free_bits, coarse_weight=config.loss.coarse_weight,
       targets=config.loss.get("targets", "held_out"), object_fraction=config.loss.get("object_fraction", 0.0))
 
   def mean_loss(p, scenes, scene_keys_):
