@@ -48,6 +48,12 @@ def ssim(a: np.ndarray, b: np.ndarray, size: int = 11, sigma: float = 1.5, k1: f
   return s.mean(axis=(-3, -2, -1))
 
 
+def squared_error_map(pred_rgb, target) -> np.ndarray:
+  """Per-pixel squared error [..., H, W], mean over channels, of the rendering clipped to [0, 1] (float64)."""
+  pred = np.clip(np.asarray(pred_rgb, np.float64), 0.0, 1.0)
+  return ((pred - target) ** 2).mean(-1)
+
+
 def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int, held_out: slice) -> dict:
   """Metrics of one scene's rendered views [T, H, W, ...] against the truth.
 
@@ -66,7 +72,7 @@ def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int,
   fg = scene["masks"][held_out] > 0
   opaque = np.asarray(pred_acc) > 0.5
   inter, union = np.logical_and(opaque, fg).sum(), np.logical_or(opaque, fg).sum()
-  err = ((pred - target) ** 2).mean(-1)
+  err = squared_error_map(pred, target)
   object_err, background_err = err[fg], err[~fg]
   out.update(object_mse=float(object_err.mean()) if object_err.size else float("nan"),
              background_mse=float(background_err.mean()) if background_err.size else float("nan"),

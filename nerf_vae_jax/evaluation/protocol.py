@@ -180,8 +180,8 @@ def background_breakdown(model, params, scenes: list[dict], num_context: int, ba
     for i, scene in enumerate(chunk):
       truth = scene["images"][HELD_OUT] / 255.0
       back = scene["masks"][HELD_OUT] == 0
-      rgb = np.clip(np.asarray(pred["rgb"][i], np.float64), 0.0, 1.0)
-      out.append({"background_mse": float(((rgb - truth) ** 2).mean(-1)[back].mean()),
+      err = metrics.squared_error_map(pred["rgb"][i], truth)
+      out.append({"background_mse": float(err[back].mean()),
                   "colour_error": float(np.mean((pred["background"][i] - np.median(truth[back], axis=0)) ** 2)),
                   "background_opacity": float(np.asarray(pred["acc"][i])[back].mean())})
   return out
