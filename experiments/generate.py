@@ -1,7 +1,7 @@
-"""Samples scenes from NeRF-VAE's prior and interpolates between test scenes
-(nerf_vae_jax/evaluation/samples.py).
+"""Samples scenes from NeRF-VAE's prior, measures them against real views, shows what one view leaves
+open, and interpolates between test scenes (nerf_vae_jax/evaluation/samples.py).
 
-  python -m experiments.generate --workdir=DIR [--step=N] [--num_samples=16]
+  python -m experiments.generate --workdir=DIR [--step=N] [--num_samples=16] [--metric_scenes=128]
 """
 
 import sys
@@ -19,14 +19,20 @@ flags.DEFINE_integer("num_pairs", 3, "Pairs of test scenes to interpolate betwee
 flags.DEFINE_integer("num_steps", 8, "Latents along each interpolation.")
 flags.DEFINE_integer("seed", 0, "Seed of the prior samples.")
 flags.DEFINE_string("data_dir", None, "Where the dataset is (default: the run's).")
+flags.DEFINE_integer("metric_scenes", 128, "Scenes per set of the sample metrics (0: no metrics).")
+flags.DEFINE_integer("far_side_scenes", 32, "Test scenes of the far-side spread from 1 view (0: none).")
+flags.DEFINE_float("temperature", 1.0, "Scales the prior samples' noise at every level (1: the prior itself); "
+                   "another value writes eval/STEP/generate_t<T>/.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
-  sys.exit(common.run(samples.generate, FLAGS.workdir, FLAGS.step, FLAGS.num_samples, FLAGS.num_frames,
-                      FLAGS.num_pairs, FLAGS.num_steps, FLAGS.seed, FLAGS.data_dir))
+  sys.exit(common.run(samples.generate, workdir=FLAGS.workdir, step=FLAGS.step, num_samples=FLAGS.num_samples,
+                      num_frames=FLAGS.num_frames, num_pairs=FLAGS.num_pairs, num_steps=FLAGS.num_steps,
+                      seed=FLAGS.seed, data_dir=FLAGS.data_dir, metric_scenes=FLAGS.metric_scenes,
+                      far_side_scenes=FLAGS.far_side_scenes, temperature=FLAGS.temperature))
 
 
 if __name__ == "__main__":

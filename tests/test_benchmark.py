@@ -14,7 +14,7 @@ from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import flops
 from nerf_vae_jax.benchmarks import train_step as benchmark
 from nerf_vae_jax.train import step as training, workdir as trainer
-from nerf_vae_jax.models import nerf_vae
+from nerf_vae_jax.models import nerf_vae, objectives
 
 
 @pytest.mark.parametrize("latent", ["global", "grid"])
@@ -27,7 +27,7 @@ def test_flop_formula_matches_xla_cost_analysis(latent):
   params = jax.eval_shape(lambda k: training.init_state(model, training.make_optimizer(config.train),
                                                         batch_lib.example(batch_lib.for_config(config, spec.height, spec.width)), k),
                           jax.random.PRNGKey(0))["params"]
-  loss = lambda p: nerf_vae.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=128, likelihood_scale=0.1)[0]
+  loss = lambda p: objectives.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=128, likelihood_scale=0.1)[0]
   xla = jax.jit(loss).lower(params).compile().cost_analysis()["flops"]
   counted = flops.train_step_flops(model, 2, config.data.max_context, spec.height, spec.width, 128)
   # XLA also counts elementwise work (a few percent); the matmuls are nearly all of it.

@@ -22,7 +22,7 @@ from nerf_vae_jax.train import step as training
 from nerf_vae_jax.train import workdir as workdir_lib
 from nerf_vae_jax.baselines import nerf
 from nerf_vae_jax.data import source
-from nerf_vae_jax.models import nerf_vae, posterior
+from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
 
 # One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
 pytestmark = pytest.mark.xdist_group("evaluation")
@@ -108,20 +108,19 @@ def test_refinement_raises_the_context_elbo(tiny_data_dir):
   params = jax.jit(functools.partial(training.init_state, model, training.make_optimizer(config.train)))(
       batch_lib.example(batch_lib.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))["params"]
   batch = protocol.context_batch([src[0], src[1]], 3)
-  mean, scale = nerf_vae.infer(model, params, batch)
+  q = nerf_vae.infer(model, params, batch)
   settings = protocol.Settings(refine_steps=40, refine_rays=256)
 
   @jax.jit
-  def context_elbo(m, s):  # a fixed-key estimate over 2048 context pixels per scene, per pixel
-    rays = nerf_vae.sample_rays(batch["context_images"], batch["context_intrinsics"], batch["context_cam_to_world"],
-                                jax.random.PRNGKey(7), 2048, batch["context_mask"])
-    ll, log_ratio = nerf_vae.posterior_samples(model, params, m, s, rays, jax.random.PRNGKey(0), num_samples=4,
-                                               likelihood_scale=0.1)
-    return (jnp.mean(ll, 0) - posterior.kl_to_standard_normal(m, s)) / rays.pixels
+  def context_elbo(q):  # a fixed-key estimate over 2048 context pixels per scene, per pixel
+    rays = ray_sampling.sample_rays(batch["context_images"], batch["context_intrinsics"],
+                                    batch["context_cam_to_world"], jax.random.PRNGKey(7), 2048, batch["context_mask"])
+    ll, _, kl = objectives.posterior_samples(model, params, q, rays, jax.random.PRNGKey(0), num_samples=4,
+                                             likelihood_scale=0.1)
+    return jnp.mean(ll - kl, 0) / rays.pixels
 
-  refined = jax.jit(lambda m, s: protocol.refine_posterior(model, params, batch, m, s, jax.random.PRNGKey(1),
-                                                             settings))(mean, scale)
-  before, after = context_elbo(mean, scale), context_elbo(*refined)
+  refined = jax.jit(lambda q: protocol.refine_posterior(model, params, batch, q, jax.random.PRNGKey(1), settings))(q)
+  before, after = context_elbo(q), context_elbo(refined)
   assert np.all(np.asarray(after) > np.asarray(before) + 0.05), (before, after)
 
 
@@ -175,8 +174,16 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
     assert row["baseline_psnr"] == pytest.approx(np.mean(psnrs), rel=1e-6)
 
   r = _cmd(e, "experiments.generate", f"--workdir={workdir}", "--num_samples=4", "--num_frames=4", "--num_pairs=1",
-           "--num_steps=3")
+           "--num_steps=3", "--metric_scenes=8", "--far_side_scenes=3")
   assert r.returncode == 0, r.stderr[-3000:]
+  assert "Fréchet distance" in r.stdout and "probe (shape_scenes/tiny" in r.stdout, r.stdout[-2000:]
+  with open(os.path.join(workdir, "eval", "4", "generate", "metrics.json")) as f:
+    g = json.load(f)
+  fd = g["samples"]["frechet"]
+  assert g["samples"]["num_scenes"] == 8 and all(np.isfinite(v) and v >= 0 for v in fd.values())
+  assert fd["floor"] < fd["mean_colour"]  # real views are nearer each other than flat colours are to them
+  assert 0 <= g["samples"]["objects"]["count_tv"] <= 1 and 0 <= g["samples"]["objects"]["haze_share"] <= 1
+  assert g["far_side"]["num_scenes"] == 3 and g["far_side"]["pixels_seen"] + g["far_side"]["pixels_unseen"] > 0
   r = _cmd(e, "experiments.nerf_baseline", f"--workdir={workdir}", "--num_scenes=2", "--steps=10", "--group=4",
            "--context=1,4")
   assert r.returncode == 0, r.stderr[-3000:]
@@ -190,7 +197,7 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
     page = f.read()
   images = re.findall(r'src="([^"]+)"', page)
   for name in ("grid_k1.png", "grid_k4_refined.png", "orbit_0.gif", "prior_samples.gif", "interpolations.png",
-               "comparison_test_3scenes.png"):
+               "comparison_test_3scenes.png", "samples_vs_data.png", "far_side.png"):
     assert any(i.endswith(name) for i in images), name
   for i in images:  # relative paths that exist: the report opens offline
     assert not i.startswith(("http", "/")) and os.path.isfile(os.path.join(root, i)), i
@@ -261,6 +268,8 @@ def test_demo_runs_end_to_end_and_prints_its_table(runner_env, tmp_path):
   assert len(rows) == 4 and "mask IoU" in r.stdout, r.stdout[-2000:]
   assert os.path.exists(tmp_path / "contact_sheet.png")
   assert os.path.exists(tmp_path / "train_tiny" / "eval" / "2" / "report.html")
+  assert "Samples from the prior (" in r.stdout and "Fréchet distance" in r.stdout, r.stdout[-2000:]
+  assert os.path.exists(tmp_path / "train_tiny" / "eval" / "2" / "generate" / "samples_vs_data.png")
   with open(tmp_path / "train_tiny" / "config.json") as f:
     saved = json.load(f)
   # --steps sets the run's length only; tiny's KL warm-up (None) then spans it (test_step)

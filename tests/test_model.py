@@ -13,7 +13,7 @@ from nerf_vae_jax.evaluation import metrics as metrics_lib
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.train import step as training
 from nerf_vae_jax.data import pipeline, source
-from nerf_vae_jax.models import nerf_vae, posterior
+from nerf_vae_jax.models import nerf_vae, objectives, posterior
 
 # One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
 pytestmark = pytest.mark.xdist_group("model")
@@ -110,8 +110,9 @@ def _model_and_params(config, src, **overrides):
 
 
 # Model overrides: the global latent, the grid, and the grid with a background token and colour features.
-LATENTS = [dict(latent="global"), dict(latent="grid"), dict(latent="grid", background_token=True, colour_features=True)]
-LATENT_IDS = ["global", "grid", "grid_token_colour"]
+LATENTS = [dict(latent="global"), dict(latent="grid"), dict(latent="grid", background_token=True, colour_features=True),
+           dict(latent="grid", prior="hierarchical")]
+LATENT_IDS = ["global", "grid", "grid_token_colour", "grid_hierarchical"]
 
 
 @pytest.mark.parametrize("latent", LATENTS, ids=LATENT_IDS)
@@ -124,18 +125,18 @@ def test_encoder_posterior_ignores_view_order_and_is_blind_to_masked_views(tiny_
   mask = jnp.array([[1, 1, 1, 0]] * 4, bool)
   infer = jax.jit(lambda b, perm: nerf_vae.infer(model, params, dict(
       {k: b[k][:, perm] for k in batch_lib.CONTEXT_KEYS}, context_mask=mask[:, perm])))
-  m0, s0 = infer(b, jnp.array([0, 1, 2, 3]))
-  m1, s1 = infer(b, jnp.array([2, 0, 1, 3]))
-  np.testing.assert_allclose(m1, m0, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(s1, s0, rtol=1e-4, atol=1e-5)
+  q0 = infer(b, jnp.array([0, 1, 2, 3]))
+  q1 = infer(b, jnp.array([2, 0, 1, 3]))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), q1, q0)
   # Another image and camera in the masked view 3 change nothing.
   other = dict(b, context_images=b["context_images"].at[:, 3].set(255 - b["context_images"][:, 3]),
                context_cam_to_world=b["context_cam_to_world"].at[:, 3].set(b["context_cam_to_world"][:, 0]))
-  m2, s2 = infer(other, jnp.array([0, 1, 2, 3]))
-  np.testing.assert_allclose(m2, m0, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(s2, s0, rtol=1e-5, atol=1e-6)
-  assert m0.shape == (4,) + model.latent_shape
-  assert float(jnp.std(m0)) > 1e-3  # the posterior does depend on the input
+  q2 = infer(other, jnp.array([0, 1, 2, 3]))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), q2, q0)
+  assert q0.mean.shape == (4,) + model.latent_shape
+  assert float(jnp.std(q0.mean)) > 1e-3  # the posterior does depend on the input
+  if model.hierarchical:  # so does q(z0)
+    assert q0.top_mean.shape == (4, model.top_dim) and float(jnp.std(q0.top_mean)) > 1e-3
 
 
 @pytest.mark.parametrize("latent", LATENTS, ids=LATENT_IDS)
@@ -172,7 +173,7 @@ def test_bfloat16_matmuls_keep_float32_params_and_close_loss(tiny_setup):
     init = jax.jit(functools.partial(training.init_state, model, training.make_optimizer(cfg.train)))
     state = init(batch_lib.example(batch_lib.for_config(cfg, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state["params"]))
-    loss_fn = jax.jit(functools.partial(nerf_vae.elbo_loss, model, num_rays=256, likelihood_scale=0.1))
+    loss_fn = jax.jit(functools.partial(objectives.elbo_loss, model, num_rays=256, likelihood_scale=0.1))
     loss, _ = loss_fn(state["params"], b, jax.random.PRNGKey(1))
     losses[dtype] = float(loss)
   assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.05)

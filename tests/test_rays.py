@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nerf_vae_jax import geometry
-from nerf_vae_jax.models import nerf_vae
+from nerf_vae_jax.models import objectives, ray_sampling
 
 
 def _views(b=2, v=3, h=16, w=16, seed=0):
@@ -22,7 +22,7 @@ def _views(b=2, v=3, h=16, w=16, seed=0):
 
 def test_objectness_marks_the_square_not_the_background():
   images, _, _ = _views()
-  obj = nerf_vae.objectness(images)
+  obj = ray_sampling.objectness(images)
   expected = np.zeros(obj.shape, bool)
   expected[:, :, 5:9, 6:10] = True
   np.testing.assert_array_equal(np.asarray(obj) > 0, expected)
@@ -32,11 +32,11 @@ def test_objectness_marks_the_square_not_the_background():
 def test_weighted_ray_sum_is_an_unbiased_estimate_of_the_whole_images(object_fraction):
   images, intr, c2w = _views()
   mask = jnp.array([[True, True, False], [True, False, False]])  # view 2 of scene 0, 1-2 of scene 1: padding
-  f = lambda colours: jnp.sum(nerf_vae.gaussian_log_likelihood(colours, 0.5, 0.1), -1)  # a per-pixel term
+  f = lambda colours: jnp.sum(objectives.gaussian_log_likelihood(colours, 0.5, 0.1), -1)  # a per-pixel term
   exact = jnp.sum(f(images / 255.0) * mask[:, :, None, None], axis=(1, 2, 3))  # [B], real views only
 
   def estimate(key):
-    rays = nerf_vae.sample_rays(images, intr, c2w, key, 64, mask, object_fraction)
+    rays = ray_sampling.sample_rays(images, intr, c2w, key, 64, mask, object_fraction)
     return jnp.sum(rays.weights * f(rays.colours), axis=1), rays.pixels
 
   est, pixels = jax.jit(jax.vmap(estimate))(jax.random.split(jax.random.PRNGKey(0), 2000))
@@ -48,7 +48,7 @@ def test_weighted_ray_sum_is_an_unbiased_estimate_of_the_whole_images(object_fra
 def test_object_fraction_puts_that_share_of_rays_on_objects_and_none_on_padding():
   images, intr, c2w = _views()
   mask = jnp.array([[True, True, False], [True, True, True]])
-  rays = nerf_vae.sample_rays(images, intr, c2w, jax.random.PRNGKey(1), 4096, mask, 0.5)
+  rays = ray_sampling.sample_rays(images, intr, c2w, jax.random.PRNGKey(1), 4096, mask, 0.5)
   # Rays whose colour is their view's square colour: half (object_fraction) plus the uniform share (~6%).
   square = np.asarray(images[:, :, 7, 7] / 255.0)  # [B, V, 3]
   hit = np.any(np.all(np.abs(np.asarray(rays.colours)[:, :, None] - square[:, None]) < 1e-6, -1), -1).mean(1)
@@ -66,8 +66,8 @@ def test_draws_never_land_on_zero_probability_pixels_when_the_cdf_rounds_unevenl
   dip = np.nextafter(np.float32(0.5), np.float32(0))
   cumsum = jnp.array([[0.25, 0.5, dip, 0.5, 1.0]], jnp.float32)  # index 2 dips below index 1
   for u in (0.5, float(dip) + 1e-9, 0.0, 0.25, 0.9999999):  # with one ray the draw is u x the total
-    idx = int(nerf_vae.invert_cdf(p, jnp.array([[u]], jnp.float32), cumsum)[0, 0])
+    idx = int(ray_sampling.invert_cdf(p, jnp.array([[u]], jnp.float32), cumsum)[0, 0])
     assert float(p[0, idx]) > 0, (u, idx)
   # A well-rounded sum: the stratified inversion of p.
-  idx = nerf_vae.invert_cdf(p, jnp.full((1, 4), 0.5))
+  idx = ray_sampling.invert_cdf(p, jnp.full((1, 4), 0.5))
   np.testing.assert_array_equal(idx, [[0, 1, 4, 4]])

@@ -74,6 +74,11 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.model.background_token = False
   c.model.colour_features = recipe
   c.model.posterior = "average"  # "average" (the reference) or "poe" (product of experts)
+  # Grid only: the prior of the cells. "independent": N(0, I) on every cell (the reference); "hierarchical":
+  # a scene-level z0 ~ N(0, I) and p(cells | z0) (nerf_vae_jax/models/prior.py).
+  c.model.prior = "independent"
+  c.model.top_dim = 32  # hierarchical: size of z0
+  c.model.prior_channels = 32  # hierarchical: channels of its 3-D conv encoder and decoder
   c.model.dtype = "float32"  # matmul dtype in encoder and MLP: "float32" or "bfloat16"
   c.model.remat_chunks = 0  # >0: rematerialise the scene function over this many ray chunks (memory / C)
 

@@ -134,7 +134,7 @@ def time_render(model, params, spec, size: int, chunk: int, repeats: int = 10) -
   """Seconds to render one size x size view from a latent (deterministic fine pass)."""
   intr, c2w = protocol.orbit_cameras(spec, 1)
   intr = intr * np.float32(size / spec.width)  # same field of view at this size
-  z = nerf_vae.sample_prior(jax.random.PRNGKey(0), model, 1)
+  z = nerf_vae.sample_prior(model, params, jax.random.PRNGKey(0), 1)
   f = jax.jit(lambda p, z: nerf_vae.render_views(model, p, z, intr[None], c2w[None], size, size, chunk)["rgb"])
   f(params, z).block_until_ready()
   return _median_time(lambda: f(params, z).block_until_ready(), repeats)

@@ -22,7 +22,7 @@ import optax
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import geometry, sharding, visualize
 from nerf_vae_jax.evaluation import metrics
-from nerf_vae_jax.models import nerf_vae, posterior
+from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
 
 CONTEXT_CANDIDATES = 4  # views [0, 4) may be context; [4, V) are held out
 CONTEXT_COUNTS = (1, 2, 3, 4)
@@ -49,30 +49,36 @@ def context_batch(scenes: list[dict], num_context: int) -> dict:
                                                range(CONTEXT_CANDIDATES, num_views)) for s in scenes])
 
 
-def refine_posterior(model, params, batch, mean, scale, key, settings: Settings):
-  """Test-time refinement: Adam on (mean, log scale) of each scene's posterior
-  to raise the ELBO of its context views (iterative amortised inference,
-  started from the encoder's guess). Returns (mean, scale), refined."""
+def refine_posterior(model, params, batch, q: posterior.Posterior, key, settings: Settings) -> posterior.Posterior:
+  """Test-time refinement: Adam on the means and log scales of each scene's
+  posterior (both levels of a hierarchical one) to raise the ELBO of its
+  context views (iterative amortised inference, started from the encoder's
+  guess). Returns the refined posterior."""
   tx = optax.adam(settings.refine_learning_rate)
-  def neg_elbo(q, k):
-    m, log_s = q
-    s = jnp.exp(log_s)
+  free = {"mean": q.mean, "log_scale": jnp.log(q.scale)}
+  if q.hierarchical:
+    free.update(top_mean=q.top_mean, log_top_scale=jnp.log(q.top_scale))
+
+  def posterior_of(f):
+    top = dict(top_mean=f["top_mean"], top_scale=jnp.exp(f["log_top_scale"])) if q.hierarchical else {}
+    return q._replace(mean=f["mean"], scale=jnp.exp(f["log_scale"]), **top)
+
+  def neg_elbo(f, k):
     k_z, k_rays = jax.random.split(k)
-    rays = nerf_vae.sample_rays(batch["context_images"], batch["context_intrinsics"],
-                                batch["context_cam_to_world"], k_rays, settings.refine_rays, batch["context_mask"])
-    ll, _ = nerf_vae.ray_log_likelihood(model, params, nerf_vae.sample_latent(k_z, m, s), rays, k,
-                                        likelihood_scale=settings.likelihood_scale)
-    return -jnp.sum((ll["fine"] - posterior.kl_to_standard_normal(m, s)) / rays.pixels)
+    rays = ray_sampling.sample_rays(batch["context_images"], batch["context_intrinsics"],
+                                    batch["context_cam_to_world"], k_rays, settings.refine_rays, batch["context_mask"])
+    s = nerf_vae.sample_posterior(model, params, posterior_of(f), k_z)
+    ll, _ = objectives.ray_log_likelihood(model, params, s.z, rays, k, likelihood_scale=settings.likelihood_scale)
+    return -jnp.sum((ll["fine"] - s.kl) / rays.pixels)
 
   def step(carry, k):
-    q, opt = carry
-    grads = jax.grad(neg_elbo)(q, k)
-    updates, opt = tx.update(grads, opt, q)
-    return (optax.apply_updates(q, updates), opt), None
+    f, opt = carry
+    grads = jax.grad(neg_elbo)(f, k)
+    updates, opt = tx.update(grads, opt, f)
+    return (optax.apply_updates(f, updates), opt), None
 
-  q = (mean, jnp.log(scale))
-  (q, _), _ = jax.lax.scan(step, (q, tx.init(q)), jax.random.split(key, settings.refine_steps))
-  return q[0], jnp.exp(q[1])
+  (free, _), _ = jax.lax.scan(step, (free, tx.init(free)), jax.random.split(key, settings.refine_steps))
+  return posterior_of(free)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -85,18 +91,18 @@ def evaluate_batch(model, params, batch, key, settings: Settings):
   posterior samples, ``settings.num_rays`` random held-out pixels per scene).
   """
   k_refine, k_rays, k_z = jax.random.split(key, 3)
-  mean, scale = nerf_vae.infer(model, params, batch)
+  q = nerf_vae.infer(model, params, batch)
   if settings.refine_steps:
-    mean, scale = refine_posterior(model, params, batch, mean, scale, k_refine, settings)
+    q = refine_posterior(model, params, batch, q, k_refine, settings)
   _, t, h, w, _ = batch["target_images"].shape
-  out = nerf_vae.render_views(model, params, mean, batch["target_intrinsics"], batch["target_cam_to_world"], h, w,
-                              settings.chunk)
-  rays = nerf_vae.target_rays(batch, k_rays, settings.num_rays)
-  ll, log_ratio = nerf_vae.posterior_samples(model, params, mean, scale, rays, k_z, num_samples=settings.num_samples,
-                                             likelihood_scale=settings.likelihood_scale)
-  elbo = jnp.mean(ll, axis=0) - posterior.kl_to_standard_normal(mean, scale)
+  out = nerf_vae.render_views(model, params, nerf_vae.posterior_latent(model, params, q), batch["target_intrinsics"],
+                              batch["target_cam_to_world"], h, w, settings.chunk)
+  rays = ray_sampling.target_rays(batch, k_rays, settings.num_rays)
+  ll, log_ratio, kl = objectives.posterior_samples(model, params, q, rays, k_z, num_samples=settings.num_samples,
+                                                   likelihood_scale=settings.likelihood_scale)
+  elbo = jnp.mean(ll - kl, axis=0)
   pixels = t * h * w
-  return dict(out, elbo_per_pixel=elbo / pixels, iwae_per_pixel=nerf_vae.iwae(ll, log_ratio) / pixels)
+  return dict(out, elbo_per_pixel=elbo / pixels, iwae_per_pixel=objectives.iwae(ll, log_ratio) / pixels)
 
 
 def evaluate(model, params, scenes: list[dict], num_context: int, settings: Settings = Settings(),
@@ -130,8 +136,8 @@ def evaluate(model, params, scenes: list[dict], num_context: int, settings: Sett
 def infer_and_render(model, params, context: dict, cameras: tuple, height: int, width: int, chunk: int = 4096):
   """Renders cameras (intrinsics [B, V, 4], cam_to_world [B, V, 4, 4]) from the posterior mean of
   ``context`` (a batch, or its context part): rgb, depth, acc [B, V, H, W, ...]."""
-  mean, _ = nerf_vae.infer(model, params, context)
-  return nerf_vae.render_views(model, params, mean, *cameras, height, width, chunk)
+  latent = nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, context))
+  return nerf_vae.render_views(model, params, latent, *cameras, height, width, chunk)
 
 
 def orbit_cameras(spec, num: int, distance: float | None = None, elevation_degrees: float = 30.0):
@@ -155,10 +161,10 @@ def render_orbit(model, params, scene: dict, num_context: int, spec, num_frames:
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _render_and_background(model, params, batch: dict, height: int, width: int):
   """``infer_and_render`` of the target cameras, plus the background colour [B, 3], from one inference."""
-  mean, _ = nerf_vae.infer(model, params, batch)
-  out = nerf_vae.render_views(model, params, mean, batch["target_intrinsics"], batch["target_cam_to_world"],
+  latent = nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, batch))
+  out = nerf_vae.render_views(model, params, latent, batch["target_intrinsics"], batch["target_cam_to_world"],
                               height, width)
-  return dict(out, background=model.apply(params, mean, method=nerf_vae.NeRFVAE.background_colour))
+  return dict(out, background=model.apply(params, latent, method=nerf_vae.NeRFVAE.background_colour))
 
 
 def background_breakdown(model, params, scenes: list[dict], num_context: int, batch_size: int = 8) -> list[dict]:

@@ -4,7 +4,7 @@
 ``workdir/eval``:
 
   eval/<step>/<split>/metrics.json (+ grid_k*.png, orbit_*.gif)  evaluation.run (experiments.evaluate)
-  eval/<step>/generate/*.png, *.gif                              evaluation.samples (experiments.generate)
+  eval/<step>/generate/metrics.json (+ *.png, *.gif)             evaluation.samples (experiments.generate)
   eval/nerf_baseline/<name>/metrics.json (+ grid_*.png)          evaluation.nerf_comparison
 
 and writes eval/<step>/report.html (tables and images by relative path: it
@@ -85,6 +85,31 @@ def _plot(path, vae: dict, nerf: dict | None, dense: dict | None) -> None:
   plt.close(fig)
 
 
+def sample_tables(m: dict) -> list[str]:
+  """HTML tables of ``evaluation.samples``' metrics.json: sample quality and the far-side spread."""
+  parts = []
+  if "samples" in m:
+    s = m["samples"]
+    fd = s["frechet"]
+    parts.append(f"<h3>Sample quality ({s['num_scenes']} scenes x {s['views_per_scene']} views per set, "
+                 f"{s['prior']} prior)</h3>")
+    rows = [{"set": name, "Fréchet distance": fd[key]} for name, key in
+            (("prior samples", "samples"), ("independent N(0, I) cells", "independent_cells"),
+             ("real views (floor)", "floor"), ("mean colour", "mean_colour"))]
+    parts.append(_table(rows, ["set", "Fréchet distance"]))
+    keys = ("coverage_samples", "coverage_data", "coverage_ratio", "coverage_w1", "objects_per_view_samples",
+            "objects_per_view_data", "count_tv", "haze_share")
+    objs = [dict(s["objects"], set="prior samples"), dict(s["objects_independent_cells"], set="independent cells")]
+    parts.append(_table(objs, ("set",) + keys))
+    parts.append("<p>Probe (held out): " + ", ".join(f"{k} {_fmt(v)}" for k, v in s["probe"].items()) + "</p>")
+  if "far_side" in m:
+    f = m["far_side"]
+    parts.append(f"<h3>Far side from 1 view ({f['num_scenes']} scenes, {f['num_samples']} posterior samples)</h3>")
+    parts.append(_table([f], ("spread_seen", "spread_unseen", "diversity_ratio", "spread_background",
+                              "pixels_seen", "pixels_unseen")))
+  return parts
+
+
 def write(workdir: str, step: int) -> str:
   """(Re)writes eval/<step>/report.html, comparison.md and comparison.png; returns the HTML path."""
   root = os.path.join(workdir, "eval", str(step))
@@ -96,6 +121,8 @@ def write(workdir: str, step: int) -> str:
   parts = [f"<h1>NeRF-VAE evaluation: {html.escape(os.path.abspath(workdir))}, step {step}</h1>"]
   md = [f"# NeRF-VAE against a per-scene NeRF ({os.path.abspath(workdir)}, step {step})\n"]
   for path in sorted(glob.glob(os.path.join(root, "*", "metrics.json"))):
+    if os.path.basename(os.path.dirname(path)).startswith("generate"):  # the samples' metrics: below
+      continue
     m = _load(path)
     split_dir = os.path.dirname(path)
     folder = os.path.basename(split_dir)  # the split, or a subset of it (run.eval_folder)
@@ -129,9 +156,13 @@ def write(workdir: str, step: int) -> str:
     cols = [c for c in ("num_views", "psnr", "ssim", "mse", "depth_mae", "mask_iou") if c in rows[0]]
     parts.append("<h2>Per-scene NeRF as its training views grow (dense)</h2>" + _table(rows, cols))
     md += ["## Per-scene NeRF as its training views grow (dense)\n", _table(rows, cols, "md"), ""]
-  gen = sorted(glob.glob(os.path.join(root, "generate", "*.png")) + glob.glob(os.path.join(root, "generate", "*.gif")))
-  if gen:
-    parts.append("<h2>Samples from the prior and latent interpolations</h2>")
+  for gen_dir in sorted(glob.glob(os.path.join(root, "generate*"))):  # generate/, and generate_t<T>/ if any
+    gen = sorted(glob.glob(os.path.join(gen_dir, "*.png")) + glob.glob(os.path.join(gen_dir, "*.gif")))
+    gen_metrics = os.path.join(gen_dir, "metrics.json")
+    parts.append("<h2>Samples from the prior, what one view leaves open, and latent interpolations "
+                 f"({html.escape(os.path.basename(gen_dir))}/)</h2>")
+    if os.path.exists(gen_metrics):
+      parts += sample_tables(_load(gen_metrics))
     parts += [f'<figure><img src="{rel(g)}"><figcaption>{os.path.basename(g)}</figcaption></figure>' for g in gen]
   style = ("body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin:1em 0} "
            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} img{image-rendering:pixelated;margin:4px}")

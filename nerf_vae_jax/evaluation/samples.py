@@ -1,19 +1,28 @@
-"""New scenes from NeRF-VAE's prior, and latent interpolations between test scenes (``experiments.generate``).
+"""New scenes from NeRF-VAE's prior, how good they are, what one view leaves open, and latent
+interpolations between test scenes (``experiments.generate``).
 
-  python -m experiments.generate --workdir=DIR [--step=N] [--num_samples=16]
+  python -m experiments.generate --workdir=DIR [--step=N] [--num_samples=16] [--metric_scenes=128]
 
 Writes DIR/eval/<step>/generate/:
+  metrics.json        sample quality (``sample_metrics``: Fréchet distances in the probe's features with
+                      their reference points, object statistics, the probe's held-out scores) and the
+                      far-side spread from 1 view (``uncertainty``)
+  samples_vs_data.png rows: real test views | prior samples | independent N(0, I) cells, from the same cameras
   prior_samples.png   samples (rows) seen from 4 cameras around them (columns)
   prior_samples.gif   all samples, a tile each, as the camera orbits
-  interpolations.png  rows: scene A (truth) | posterior means of A -> B, linearly
+  far_side.png        per scene, from its first view only: context | true far view | posterior mean |
+                      4 posterior samples | spread across samples | view 0 sees it (green) or not (red)
+  interpolations.png  rows: scene A (truth) | posterior latents of A -> B, linearly
                       interpolated | scene B (truth); A and B inferred from 4 views
 and refreshes DIR/eval/<step>/report.html.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -22,26 +31,68 @@ import numpy as np
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import errors, visualize
 from nerf_vae_jax.data import source
-from nerf_vae_jax.evaluation import protocol, report
+from nerf_vae_jax.evaluation import probe as probe_lib
+from nerf_vae_jax.evaluation import protocol, report, sample_metrics, uncertainty
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.train import workdir as workdir_lib
 
 
 def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num_steps=8, seed=0,
-             data_dir=None) -> str:
-  """Writes the samples and interpolations; returns their folder."""
+             data_dir=None, metric_scenes=128, far_side_scenes=32, temperature=1.0) -> str:
+  """Writes the samples, their metrics and the interpolations; returns their folder.
+
+  ``metric_scenes``: scenes per set of the sample metrics (0: no metrics);
+  ``far_side_scenes``: test scenes of the far-side spread (0: none);
+  ``temperature``: of the prior samples (1: the prior itself; ``nerf_vae.sample_prior``).
+  A temperature other than 1 writes to generate_t<T>/, so the prior's own metrics are never replaced.
+  """
   if num_samples < 1 or num_frames < 4 or num_steps < 2:
     raise errors.UserError("Need --num_samples >= 1, --num_frames >= 4 and --num_steps >= 2.")
   config, model, spec, params, step = workdir_lib.restore_params(workdir, step)
-  out_dir = os.path.join(workdir, "eval", str(step), "generate")
+  data_dir = data_dir or config.data.data_dir
+  out_dir = os.path.join(workdir, "eval", str(step), "generate" + ("" if temperature == 1 else f"_t{temperature:g}"))
   os.makedirs(out_dir, exist_ok=True)
-  render = jax.jit(lambda z, intr, c2w: nerf_vae.render_views(model, params, z, intr, c2w, spec.height, spec.width,
-                                                              config.eval.chunk))
+  # A few scenes at a time, over every device: memory stays that of one batch, however many samples.
+  render = lambda z, intr, c2w: sample_metrics.render_latents(model, params, np.asarray(z), np.asarray(intr),
+                                                              np.asarray(c2w), spec.height, spec.width,
+                                                              config.eval.chunk)
+  src = source.SceneSource(config.data.name, "test", data_dir)
+  metrics = {"step": step, "workdir": os.path.abspath(workdir)}
+
+  # ---- Sample quality against real views.
+  if metric_scenes:
+    t0 = time.time()
+    probe = probe_lib.load_or_train(config.data.name, data_dir)
+    print(probe_lib.describe(probe[2]), flush=True)
+    print(f"Rendering {min(metric_scenes, len(src) // 2)} prior samples and as many independent-cell latents from "
+          f"real cameras (step {step}) ...", flush=True)
+    metrics["samples"], renders = sample_metrics.measure(model, params, src, probe, num_scenes=metric_scenes,
+                                                         seed=seed, chunk=config.eval.chunk, temperature=temperature)
+    print(f"Samples: {sample_metrics.summary_line(metrics['samples'])}  ({time.time() - t0:.0f} s)", flush=True)
+    cols = min(8, len(renders["real"]))
+    view = lambda rgb: [visualize.to_uint8(rgb[i, 0]) for i in range(cols)]
+    visualize.save_png(os.path.join(out_dir, "samples_vs_data.png"), visualize.grid(
+        [[renders["real"][i, 0] for i in range(cols)], view(renders["samples"]["rgb"]),
+         view(renders["independent"]["rgb"])]), scale=2)
+
+  # ---- What one view leaves open.
+  if far_side_scenes:
+    t0 = time.time()
+    scenes = [src[i] for i in range(min(far_side_scenes, len(src)))]
+    metrics["far_side"], picture = uncertainty.measure(model, params, scenes, seed=seed)
+    f = metrics["far_side"]
+    print(f"Far side from 1 view ({f['num_scenes']} scenes, {f['num_samples']} posterior samples): spread "
+          f"{f['spread_unseen']:.3f} where view 0 does not see, {f['spread_seen']:.3f} where it does "
+          f"(ratio {f['diversity_ratio']:.2f}), {f['spread_background']:.3f} on the backdrop  "
+          f"({time.time() - t0:.0f} s)", flush=True)
+    visualize.save_png(os.path.join(out_dir, "far_side.png"), picture, scale=2)
+  with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
+    json.dump(metrics, fh, indent=2)
 
   # ---- Prior samples from an orbit.
   print(f"Rendering {num_samples} prior samples x {num_frames} frames (step {step}) ...", flush=True)
   intr, c2w = protocol.orbit_cameras(spec, num_frames)
-  z = nerf_vae.sample_prior(jax.random.PRNGKey(seed), model, num_samples)
+  z = nerf_vae.sample_prior(model, params, jax.random.PRNGKey(seed), num_samples, temperature)
   tile = lambda x: jnp.broadcast_to(x, (num_samples,) + x.shape)
   frames = visualize.to_uint8(render(z, tile(jnp.asarray(intr)), tile(jnp.asarray(c2w)))["rgb"])  # [S, F, H, W, 3]
   cols = [i * num_frames // 4 for i in range(4)]
@@ -53,11 +104,10 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
                      [visualize.grid(tiles(t)) for t in range(num_frames)], scale=2)
 
   # ---- Interpolations between inferred test scenes, seen from scene A's first held-out camera.
-  src = source.SceneSource(config.data.name, "test", data_dir or config.data.data_dir)
   n = min(2 * num_pairs, len(src)) // 2 * 2
   scenes = [src[i] for i in range(n)]
   context = batch_lib.context(protocol.context_batch(scenes, protocol.CONTEXT_CANDIDATES))
-  mean, _ = jax.jit(lambda c: nerf_vae.infer(model, params, c))(context)
+  mean = jax.jit(lambda c: nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, c)))(context)
   t = jnp.linspace(0.0, 1.0, num_steps).reshape((1, num_steps) + (1,) * len(model.latent_shape))
   a, b = mean[0::2], mean[1::2]  # [P, ...]
   lat = ((1 - t) * a[:, None] + t * b[:, None]).reshape((-1,) + model.latent_shape)  # [P * steps, ...]
@@ -69,5 +119,6 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
           for p in range(n // 2)]
   visualize.save_png(os.path.join(out_dir, "interpolations.png"), visualize.grid(rows), scale=2)
   html = report.write(workdir, step)
-  print(f"Wrote {out_dir}/prior_samples.png, prior_samples.gif, interpolations.png and {html}", flush=True)
+  print(f"Wrote {out_dir}/metrics.json, samples_vs_data.png, far_side.png, prior_samples.png, prior_samples.gif, "
+        f"interpolations.png and {html}", flush=True)
   return out_dir

@@ -1,17 +1,19 @@
 """NeRF-VAE: encode context views, average their posteriors, sample a latent,
 march rays through the latent-conditioned scene function, composite.
 
-``NeRFVAE`` is a Flax Linen module with three methods used through
+``NeRFVAE`` is a Flax Linen module whose methods are used through
 ``model.apply(params, ..., method=...)``:
 
-* ``infer(context)`` -> posterior (mean, scale); ``context`` is a batch (or
+* ``infer(context)`` -> ``posterior.Posterior``; ``context`` is a batch (or
   its context part, ``batch.context``), see ``nerf_vae_jax/batch.py``
 * ``render_rays(latent, origins, directions, key, randomized)`` -> coarse and fine renders
-* ``__call__`` (for ``init``): both.
+* ``cell_prior(z0)`` -> p(cells | z0) of the hierarchical prior (``models/prior.py``)
+* ``__call__`` (for ``init``): all of them.
 
-The functions below build on it. ``ray_log_likelihood`` is the one place
-where the likelihood of pixels is computed and rescaled to whole images:
-the ELBO, the IWAE bound, evaluation and test-time refinement all call it.
+The functions below build on it: the latent's distributions
+(``sample_posterior``, ``posterior_latent``, ``sample_prior``) and rendering
+whole cameras (``render_views``). The objectives are in ``objectives.py``,
+the rays they are estimated from in ``ray_sampling.py``.
 Shapes: B scenes, K context views, T target views, R rays, S samples per ray.
 """
 
@@ -25,8 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from nerf_vae_jax import errors, geometry, rendering
-from nerf_vae_jax.evaluation import metrics as metrics_lib
 from nerf_vae_jax.models import grid, posterior
+from nerf_vae_jax.models import prior as prior_lib
 from nerf_vae_jax.models.encoder import Encoder
 from nerf_vae_jax.models.scene_function import BackgroundHead, SceneFunction
 
@@ -54,10 +56,19 @@ class NeRFVAE(nn.Module):
   # Grid only: the views' colours, resized to the feature map, join its channels. The encoder ends in a
   # GroupNorm, which normalises away each view's absolute colour level (a plain backdrop's colour).
   colour_features: bool = False
+  # Grid only: "independent" (N(0, I) on every cell, the reference) or "hierarchical" (a scene-level z0 and
+  # p(cells | z0), models/prior.py), with z0's size and the prior networks' channels.
+  prior: str = "independent"
+  top_dim: int = 32
+  prior_channels: int = 32
 
   @property
   def _token(self) -> bool:
     return self.background_token and self.latent == "grid"
+
+  @property
+  def hierarchical(self) -> bool:
+    return self.prior == "hierarchical" and self.latent == "grid"
 
   @property
   def latent_shape(self) -> tuple[int, ...]:
@@ -78,6 +89,13 @@ class NeRFVAE(nn.Module):
       if self._token:  # per view: pooled feature map -> Gaussian parameters of the token
         self.token_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
         self.token_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
+    if self.hierarchical:
+      if self.background_token:
+        raise errors.ConfigError("config.model.background_token needs model.prior=independent (the token has no "
+                                 "place in p(cells | z0)); turn one of them off.")
+      prior_lib.check_grid_size(self.grid_size)
+      self.top_encoder = prior_lib.TopEncoder(self.top_dim, self.prior_channels, self.grid_size)
+      self.cell_prior_net = prior_lib.CellPrior(self.latent_dim, self.prior_channels, self.grid_size)
     self.scene_function = scene_function_of(self, self.latent)
     self.background = BackgroundHead()
 
@@ -90,7 +108,8 @@ class NeRFVAE(nn.Module):
         context_mask bool [B, K] (which views are real); other keys are ignored.
 
     Returns:
-      (mean, scale), each [B, *latent_shape].
+      ``posterior.Posterior``: mean and scale [B, *latent_shape]; with the
+      hierarchical prior also q(z0) and the cells the views see.
     """
     images, mask = context["context_images"], context["context_mask"]
     intrinsics, cam_to_world = context["context_intrinsics"], context["context_cam_to_world"]
@@ -105,7 +124,7 @@ class NeRFVAE(nn.Module):
     if self.latent == "grid":
       return self._infer_grid(out.reshape((b, k) + out.shape[1:]), intrinsics, cam_to_world, mask, h, w)
     out = out.reshape((b, k, 2) + self.latent_shape)
-    return posterior.COMBINE[self.posterior](out[:, :, 0], out[:, :, 1], mask)
+    return posterior.Posterior(*posterior.COMBINE[self.posterior](out[:, :, 0], out[:, :, 1], mask))
 
   def _infer_grid(self, fmaps, intrinsics, cam_to_world, mask, height: int, width: int):
     """Per-view Gaussians of every grid cell a view sees, combined over the views that see it."""
@@ -124,7 +143,19 @@ class NeRFVAE(nn.Module):
       out = jnp.concatenate([out, token[:, :, None]], axis=2)  # [B, K, N + 1, 2D]
       seen = jnp.concatenate([seen, mask[:, :, None]], axis=2)  # every real view sees the whole scene
     mu, raw = jnp.split(out, 2, axis=-1)
-    return posterior.COMBINE[self.posterior](mu, raw, seen)
+    mean, scale = posterior.COMBINE[self.posterior](mu, raw, seen)
+    if not self.hierarchical:
+      return posterior.Posterior(mean, scale)
+    # q(z0): from the views' hidden cell features, averaged over the views that see each cell.
+    feats = posterior.masked_mean(h.astype(jnp.float32), seen)  # [B, N, C]
+    seen_any = jnp.any(seen, axis=1)  # [B, N]
+    top_mean, top_raw = self.top_encoder(feats, seen_any)
+    return posterior.Posterior(mean, scale, top_mean, posterior.to_scale(top_raw), seen_any)
+
+  def cell_prior(self, top):
+    """p(cells | z0) of the hierarchical prior: (mean, scale) [B, G^3, D] of z0 [B, top_dim]."""
+    mean, raw = self.cell_prior_net(top)
+    return mean, posterior.to_scale(raw)
 
   def render_rays(self, latent, origins, directions, key, randomized: bool = True):
     """Coarse and fine volume renders of rays [B, R, 3] given latents [B, ...].
@@ -173,8 +204,11 @@ class NeRFVAE(nn.Module):
     return field
 
   def __call__(self, context, origins, directions, key):
-    mean, _ = self.infer(context)
-    return self.render_rays(mean, origins, directions, key)
+    q = self.infer(context)
+    z = q.mean
+    if self.hierarchical:  # creates the prior's parameters
+      z = jnp.where(q.seen[..., None], z, self.cell_prior(q.top_mean)[0])
+    return self.render_rays(z, origins, directions, key)
 
 
 def scene_function_of(m: NeRFVAE, conditioning: str) -> SceneFunction:
@@ -187,18 +221,20 @@ def scene_function_of(m: NeRFVAE, conditioning: str) -> SceneFunction:
 
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
-  choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE), "dtype": ("float32", "bfloat16")}
+  choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE), "dtype": ("float32", "bfloat16"),
+             "prior": ("independent", "hierarchical")}
   for field, allowed in choices.items():
-    if config[field] not in allowed:
-      raise errors.ConfigError(f"config.model.{field}={config[field]!r}; choose one of {', '.join(allowed)}.")
+    value = config.get(field, getattr(NeRFVAE, field, None))  # runs saved before a field existed: its default
+    if value not in allowed:
+      raise errors.ConfigError(f"config.model.{field}={value!r}; choose one of {', '.join(allowed)}.")
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
   fields = {k: v for k, v in config.items() if k != "dtype"}
   fields["encoder_channels"] = tuple(fields["encoder_channels"])
   return NeRFVAE(scene_radius=scene_radius, dtype=dtype, **fields)
 
 
-def infer(model: NeRFVAE, params, context: dict):
-  """The posterior (mean, scale) [B, *latent_shape] of a batch's context views."""
+def infer(model: NeRFVAE, params, context: dict) -> posterior.Posterior:
+  """The posterior q(z | views) of a batch's context views (``NeRFVAE.infer``)."""
   return model.apply(params, context, method=NeRFVAE.infer)
 
 
@@ -207,197 +243,80 @@ def sample_latent(key, mean, scale):
   return mean + scale * jax.random.normal(key, mean.shape)
 
 
-class Rays(NamedTuple):
-  """Pixels drawn from a batch's views, with what each stands for.
+def cell_prior(model: NeRFVAE, params, top):
+  """p(cells | z0): (mean, scale) [B, G^3, D] of z0 [B, top_dim] (hierarchical prior only)."""
+  return model.apply(params, top, method=NeRFVAE.cell_prior)
 
-  origins, directions [B, R, 3] (unit), colours [B, R, 3] in [0, 1];
-  weights [B, R] = 1 / (R x the ray's sampling probability), so that
-  sum_r weights_r f(ray r) estimates the sum of f over every real pixel
-  without bias; pixels [B], the number of real pixels (the weights' mean sum).
+
+def _cells_given_top(model: NeRFVAE, params, q: posterior.Posterior, top):
+  """q(cells | views, z0) (the views' Gaussian where they see, p(cells | z0) elsewhere) and p(cells | z0)."""
+  prior_mean, prior_scale = cell_prior(model, params, top)
+  seen = q.seen[..., None]
+  return (jnp.where(seen, q.mean, prior_mean), jnp.where(seen, q.scale, prior_scale)), (prior_mean, prior_scale)
+
+
+def log_prior(model: NeRFVAE, params, z, top=None, cells_given_top=None):
+  """log p(z) [B] of latents z [B, *latent_shape]: log N(z; 0, I), or with the hierarchical prior
+  log N(z0; 0, I) + log p(cells | z0) of z0 = ``top`` [B, top_dim] (``cells_given_top``: p(cells | z0)'s
+  (mean, scale) if already computed)."""
+  if not model.hierarchical:
+    return posterior.log_normal(z, jnp.zeros_like(z), jnp.ones_like(z))
+  mean, scale = cell_prior(model, params, top) if cells_given_top is None else cells_given_top
+  return posterior.log_normal(top, jnp.zeros_like(top), jnp.ones_like(top)) + posterior.log_normal(z, mean, scale)
+
+
+class LatentSample(NamedTuple):
+  """One draw from the posterior (``sample_posterior``), each field [B, ...]."""
+  z: jax.Array  # [B, *latent_shape]
+  kl: jax.Array  # KL(q || p) (hierarchical: at the sampled z0)
+  log_ratio: jax.Array  # log p(z) - log q(z | views), z0 included: the IWAE bound's weights
+  weighted_kl: jax.Array  # beta * kl in value; its gradient: see ``sample_posterior``
+
+
+def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1.0) -> LatentSample:
+  """One reparameterised latent z ~ q(z | views), its KL term and its log importance ratio.
+
+  The KL is in closed form with the independent prior; with the hierarchical
+  one it is KL(q(z0) || N(0, I)) + KL(q(cells | z0) || p(cells | z0)) at the
+  sampled z0, an unbiased estimate.
+
+  ``weighted_kl`` is what training subtracts: beta x KL, but the learned
+  prior p(cells | z0) (and z0's path into it) takes the gradient of the
+  whole KL, unweighted. While beta warms up from 0, the encoder's posterior
+  is free to move, but the prior follows it at the full rate instead of
+  learning nothing (a p(cells | z0) trained at beta ~ 0 stayed blind to z0,
+  and q(z0) collapsed onto N(0, I); RESULTS.md, "A generative prior"). At
+  beta = 1 the gradient is the ELBO's.
   """
-  origins: jax.Array
-  directions: jax.Array
-  colours: jax.Array
-  weights: jax.Array
-  pixels: jax.Array
+  if not q.hierarchical:
+    z = sample_latent(key, q.mean, q.scale)
+    log_ratio = log_prior(model, params, z) - posterior.log_normal(z, q.mean, q.scale)
+    kl = posterior.kl_to_standard_normal(q.mean, q.scale)
+    return LatentSample(z, kl, log_ratio, beta * kl)
+  k_top, k_cells = jax.random.split(key)
+  top = sample_latent(k_top, q.top_mean, q.top_scale)
+  (mean, scale), (prior_mean, prior_scale) = _cells_given_top(model, params, q, top)
+  z = sample_latent(k_cells, mean, scale)
+  kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
+  kl_cells = posterior.kl_normal(mean, scale, prior_mean, prior_scale)
+  sg = jax.lax.stop_gradient
+  # Value beta * kl_cells; gradient beta x on the posterior's side, 1 x on the prior's.
+  kl_cells_prior_side = posterior.kl_normal(sg(mean), sg(scale), prior_mean, prior_scale)
+  weighted = (beta * (kl_top + posterior.kl_normal(mean, scale, sg(prior_mean), sg(prior_scale)))
+              + kl_cells_prior_side - sg(kl_cells_prior_side))
+  # Cells no view sees have q = p: their terms cancel.
+  log_ratio = (log_prior(model, params, z, top, (prior_mean, prior_scale))
+               - posterior.log_normal(top, q.top_mean, q.top_scale) - posterior.log_normal(z, mean, scale))
+  return LatentSample(z, kl_top + kl_cells, log_ratio, weighted)
 
 
-def objectness(images, threshold: float = 0.05):
-  """Likely-object pixels, from the images alone: float [B, V, H, W] in {0, 1}.
-
-  A pixel is 'object' where some channel differs by more than ``threshold``
-  from its view's border colour (the median of the border pixels), which is
-  the background of a scene against a plain backdrop. Shadows count too; on
-  captured data this is a heuristic, and the sampler stays unbiased whatever
-  it says (``sample_rays``).
-  """
-  x = images.astype(jnp.float32) / 255.0
-  border = jnp.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], axis=2)  # [B, V, 2H+2W, 3]
-  background = jnp.median(border, axis=2)  # [B, V, 3]
-  diff = jnp.max(jnp.abs(x - background[:, :, None, None]), axis=-1)
-  return (diff > threshold).astype(jnp.float32)
-
-
-def sample_rays(images, intrinsics, cam_to_world, key, num_rays: int, view_mask=None,
-                object_fraction: float = 0.0) -> Rays:
-  """``num_rays`` pixels per scene from the real views [B, V, ...], with importance weights.
-
-  Each pixel's probability mixes a uniform distribution over the real views'
-  pixels (weight 1 - object_fraction) and a uniform distribution over their
-  likely-object pixels (``objectness``; weight object_fraction; uniform over
-  all pixels where a scene has none). Pixels are drawn by stratified inversion
-  of the CDF, and every ray is weighted by 1 / (R p): an unbiased estimate of
-  sums over whole images for any object_fraction in [0, 1).
-
-  Args:
-    images: uint8 [B, V, H, W, 3]; intrinsics [B, V, 4]; cam_to_world [B, V, 4, 4].
-    view_mask: bool [B, V], which views are real (None: all).
-  Rays are computed on the device from the cameras.
-  """
-  b, v, h, w, _ = images.shape
-  n = v * h * w
-  real = jnp.ones((b, v), jnp.float32) if view_mask is None else view_mask.astype(jnp.float32)
-  real_px = jnp.broadcast_to(real[:, :, None, None], (b, v, h, w)).reshape(b, n)
-  pixels = jnp.sum(real_px, axis=1)
-  p = real_px / pixels[:, None]
-  if object_fraction > 0:
-    obj = objectness(images).reshape(b, n) * real_px
-    total = jnp.sum(obj, axis=1, keepdims=True)
-    p = (1.0 - object_fraction) * p + object_fraction * jnp.where(total > 0, obj / jnp.maximum(total, 1.0), p)
-  idx = invert_cdf(p, jax.random.uniform(key, (b, num_rays)))
-  weights = 1.0 / (num_rays * jnp.take_along_axis(p, idx, axis=1))
-  o, d = geometry.pixel_rays(intrinsics, cam_to_world, h, w)
-  pick = lambda x: jnp.take_along_axis(x.reshape(b, n, -1), idx[..., None], axis=1)
-  return Rays(pick(o), pick(d), pick(images).astype(jnp.float32) / 255.0, weights, pixels)
-
-
-def invert_cdf(p, uniform, cumsum=None):
-  """Stratified draws [B, R] of indices from probabilities p [B, N], never one with p = 0.
-
-  uniform: [B, R] in [0, 1); cumsum: p's cumulative sum along axis 1 (None:
-  computed here; the tests pass a badly rounded one).
-  Float32 cumulative sums are not exactly monotone (XLA's parallel scans
-  round each element differently): on a stretch of p = 0 (a padding view)
-  the sum can dip by one ulp, a binary search can then stop inside the
-  stretch, and that ray's weight 1 / (R p) is infinite (the loss became
-  -inf at object_fraction 0.9). Holding the CDF exactly flat where p = 0,
-  and monotone elsewhere, makes the smallest i with cdf_i >= u always have
-  p_i > 0.
-  """
-  cumsum = jnp.cumsum(p, axis=1) if cumsum is None else cumsum
-  cdf = jax.lax.cummax(jnp.where(p > 0, cumsum, -jnp.inf), axis=1)
-  r = uniform.shape[1]
-  u = (jnp.arange(r) + uniform) / r * cdf[:, -1:]
-  return jnp.minimum(jax.vmap(jnp.searchsorted)(cdf, u), p.shape[1] - 1)
-
-
-def target_rays(batch: dict, key, num_rays: int, object_fraction: float = 0.0) -> Rays:
-  """``sample_rays`` of a batch's target views (uniform by default)."""
-  return sample_rays(batch["target_images"], batch["target_intrinsics"], batch["target_cam_to_world"], key,
-                     num_rays, object_fraction=object_fraction)
-
-
-def gaussian_log_likelihood(x, mean, scale: float):
-  """log N(x; mean, scale^2) of each colour channel: [..., 3] -> [..., 3]."""
-  return -0.5 * jnp.square((x - mean) / scale) - math.log(scale) - 0.5 * math.log(2 * math.pi)
-
-
-def ray_log_likelihood(model: NeRFVAE, params, latent, rays: Rays, key, *, likelihood_scale: float,
-                       randomized: bool = True):
-  """log p(pixels | latent) of whole images, estimated from ``rays``.
-
-  The Gaussian log-likelihood of each ray's colour under the rendered colour,
-  summed over channels, weighted by the ray's importance weight and summed
-  over rays: an unbiased estimate of the log-likelihood of every real pixel
-  of the views the rays were drawn from.
-
-  Returns:
-    ({"fine": [B], "coarse": [B]} log-likelihoods in nats, the render of
-    ``NeRFVAE.render_rays``).
-  """
-  out = model.apply(params, latent, rays.origins, rays.directions, key, randomized, method=NeRFVAE.render_rays)
-  ll = {p: jnp.sum(jnp.sum(gaussian_log_likelihood(rays.colours, out[p]["rgb"], likelihood_scale), -1)
-                   * rays.weights, axis=1) for p in ("fine", "coarse")}
-  return ll, out
-
-
-def weighted_mse(rays: Rays, rgb):
-  """The estimate of the mean squared error over every real pixel [B] (colours in [0, 1])."""
-  return jnp.sum(jnp.mean(jnp.square(rgb - rays.colours), -1) * rays.weights, axis=1) / rays.pixels
-
-
-def training_rays(batch: dict, key, num_rays: int, *, targets: str = "held_out",
-                  object_fraction: float = 0.0) -> Rays:
-  """The rays the ELBO is estimated from.
-
-  targets: "held_out" (the target views only: the reference) or "all" (the
-  real context views too, as in a plain VAE: the latent must explain what
-  was seen).
-  """
-  if targets == "held_out":
-    return target_rays(batch, key, num_rays, object_fraction)
-  if targets != "all":
-    raise errors.ConfigError(f"config.loss.targets={targets!r}; choose held_out or all.")
-  cat = lambda k: jnp.concatenate([batch[f"context_{k}"], batch[f"target_{k}"]], axis=1)
-  mask = jnp.concatenate([batch["context_mask"], jnp.ones(batch["target_images"].shape[:2], bool)], axis=1)
-  return sample_rays(cat("images"), cat("intrinsics"), cat("cam_to_world"), key, num_rays, mask, object_fraction)
-
-
-def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
-              free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
-              object_fraction: float = 0.0):
-  """The training loss and its metrics.
-
-  The ELBO per scene is the log-likelihood of the whole target images
-  (``ray_log_likelihood`` of R rays from ``training_rays``) minus
-  KL(q(z | context) || N(0, I)). The loss is -(LL - beta * max(KL, free_bits)
-  + coarse_weight * LL_coarse) / P per scene, averaged over scenes, where P
-  is the number of pixels the likelihood covers (it keeps the numbers
-  readable). LL_coarse trains the coarse pass, as in NeRF.
-
-  Returns:
-    (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
-    nats), the KL per scene, the fine pass's MSE and PSNR (estimates over
-    whole images), and beta.
-  """
-  k_z, k_rays, k_render = jax.random.split(key, 3)
-  mean, scale = infer(model, params, batch)
-  z = sample_latent(k_z, mean, scale)
-  rays = training_rays(batch, k_rays, num_rays, targets=targets, object_fraction=object_fraction)
-  ll, out = ray_log_likelihood(model, params, z, rays, k_render, likelihood_scale=likelihood_scale)
-  per_pixel = lambda x: jnp.mean(x / rays.pixels)
-  kl = posterior.kl_to_standard_normal(mean, scale)
-  objective = ll["fine"] - beta * jnp.maximum(kl, free_bits) + coarse_weight * ll["coarse"]
-  mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
-  metrics = {
-      "loss": -per_pixel(objective), "elbo_per_pixel": per_pixel(ll["fine"] - kl),
-      "ll_per_pixel": per_pixel(ll["fine"]), "kl_per_pixel": per_pixel(kl), "kl": jnp.mean(kl),
-      "mse": mse, "psnr": metrics_lib.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
-      "beta": jnp.asarray(beta, jnp.float32),
-  }
-  return metrics["loss"], metrics
-
-
-def posterior_samples(model: NeRFVAE, params, mean, scale, rays: Rays, key, *, num_samples: int,
-                      likelihood_scale: float):
-  """log p(x | z_s) and log p(z_s) - log q(z_s | context) for S posterior samples, each [S, B].
-
-  x is what ``rays`` stand for (whole images); rendering is deterministic.
-  The ELBO is the mean of the first minus KL; the IWAE bound is
-  ``iwae(*posterior_samples(...))``.
-  """
-  def one(k):
-    z = sample_latent(k, mean, scale)
-    ll, _ = ray_log_likelihood(model, params, z, rays, k, likelihood_scale=likelihood_scale, randomized=False)
-    zero, one_ = jnp.zeros_like(z), jnp.ones_like(z)
-    return ll["fine"], posterior.log_normal(z, zero, one_) - posterior.log_normal(z, mean, scale)
-
-  return jax.lax.map(one, jax.random.split(key, num_samples))
-
-
-def iwae(log_likelihood, log_ratio):
-  """Importance-weighted bound [B] from ``posterior_samples``' [S, B] arrays."""
-  return jax.nn.logsumexp(log_likelihood + log_ratio, axis=0) - math.log(log_likelihood.shape[0])
+def posterior_latent(model: NeRFVAE, params, q: posterior.Posterior):
+  """The latent [B, *latent_shape] that stands for a posterior in deterministic renders: its mean
+  (hierarchical: the cells' means given z0 = q(z0)'s mean, p(cells | z0)'s mean where no view sees)."""
+  if not q.hierarchical:
+    return q.mean
+  (mean, _), _ = _cells_given_top(model, params, q, q.top_mean)
+  return mean
 
 
 def render_views(model: NeRFVAE, params, latent, intrinsics, cam_to_world, height: int, width: int,
@@ -417,6 +336,16 @@ def render_views(model: NeRFVAE, params, latent, intrinsics, cam_to_world, heigh
   return rendering.render_cameras(render_rays, intrinsics, cam_to_world, height, width, chunk)
 
 
-def sample_prior(key, model: NeRFVAE, num: int):
-  """Latents [num, *latent_shape] from the prior N(0, I)."""
-  return jax.random.normal(key, (num,) + model.latent_shape)
+def sample_prior(model: NeRFVAE, params, key, num: int, temperature: float = 1.0):
+  """Latents [num, *latent_shape] from the model's prior, reproducible from ``key``.
+
+  ``temperature`` scales every level's noise (1: the prior itself; below 1:
+  samples nearer the modes, as NVAE shows them).
+  """
+  if not model.hierarchical:
+    return temperature * jax.random.normal(key, (num,) + model.latent_shape)
+  k_top, k_cells = jax.random.split(key)
+  top = temperature * jax.random.normal(k_top, (num, model.top_dim))
+  mean, scale = cell_prior(model, params, top)
+  return mean + temperature * scale * jax.random.normal(k_cells, mean.shape)
+

@@ -10,6 +10,8 @@ neither combination depends on the order of the views.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -27,7 +29,7 @@ def _weights(mask, x):
   return mask.astype(x.dtype).reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
 
 
-def _masked_mean(x, mask):
+def masked_mean(x, mask):
   """Mean over the view axis 1 of x [B, K, ...] with mask [B, K] (or [B, K, N] for per-token masks)."""
   w = _weights(mask, x)
   return jnp.sum(w * x, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
@@ -44,7 +46,7 @@ def average(mu, raw, mask):
   Returns:
     (mean, scale) [B, ...].
   """
-  return _masked_mean(mu, mask), to_scale(_masked_mean(raw, mask))
+  return masked_mean(mu, mask), to_scale(masked_mean(raw, mask))
 
 
 def product_of_experts(mu, raw, mask):
@@ -62,12 +64,42 @@ def product_of_experts(mu, raw, mask):
 COMBINE = {"average": average, "poe": product_of_experts}
 
 
+class Posterior(NamedTuple):
+  """q(z | context views), what ``NeRFVAE.infer`` returns (a pytree: it passes through jit).
+
+  mean, scale: [B, *latent_shape], the views' combined Gaussian (with the
+    hierarchical prior: of the cells that ``seen`` marks).
+  top_mean, top_scale: [B, top_dim], q(z0) of the hierarchical prior; None otherwise.
+  seen: bool [B, G^3], the cells some context view sees (hierarchical only;
+    the others follow p(cells | z0)); None otherwise.
+  """
+  mean: jax.Array
+  scale: jax.Array
+  top_mean: Optional[jax.Array] = None
+  top_scale: Optional[jax.Array] = None
+  seen: Optional[jax.Array] = None
+
+  @property
+  def hierarchical(self) -> bool:
+    return self.top_mean is not None
+
+
 def kl_to_standard_normal(mean, scale):
   """KL(N(mean, scale^2) || N(0, I)), summed over all but the leading axis.
 
   Per dimension: (mean^2 + scale^2 - 1) / 2 - log(scale).
   """
   kl = 0.5 * (jnp.square(mean) + jnp.square(scale) - 1.0) - jnp.log(scale)
+  return jnp.sum(kl.reshape(kl.shape[0], -1), axis=-1)
+
+
+def kl_normal(mean, scale, prior_mean, prior_scale):
+  """KL(N(mean, scale^2) || N(prior_mean, prior_scale^2)), diagonal, summed over all but the leading axis.
+
+  Per dimension: log(s_p / s) + (s^2 + (m - m_p)^2) / (2 s_p^2) - 1/2; exactly 0 where the two are equal.
+  """
+  kl = (jnp.log(prior_scale) - jnp.log(scale)
+        + 0.5 * (jnp.square(scale) + jnp.square(mean - prior_mean)) / jnp.square(prior_scale) - 0.5)
   return jnp.sum(kl.reshape(kl.shape[0], -1), axis=-1)
 
 

@@ -76,3 +76,15 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None
 def abstract_like(tree, sharding):
   """ShapeDtypeStructs of ``tree`` (arrays or ShapeDtypeStructs) with ``sharding``."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def save_tree(path: str, tree) -> None:
+  """Saves a pytree of arrays (a small network's parameters, not a run) to the folder ``path``, synchronously."""
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
+    ckptr.save(os.path.abspath(path), args=ocp.args.StandardSave(tree), force=True)
+
+
+def restore_tree(path: str, abstract_tree):
+  """The pytree ``save_tree`` wrote to ``path``, with the shapes and dtypes of ``abstract_tree``."""
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
+    return ckptr.restore(os.path.abspath(path), args=ocp.args.StandardRestore(abstract_tree))

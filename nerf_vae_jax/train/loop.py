@@ -66,8 +66,8 @@ def agree_to_stop(local: bool) -> bool:
 def _preview_arrays(model, params, batch, height: int, width: int):
   """The first scene of a batch: its first context and target views, and the target rendered from the context."""
   one = jax.tree.map(lambda x: x[:1], batch)
-  mean, _ = nerf_vae.infer(model, params, one)
-  out = nerf_vae.render_views(model, params, mean, one["target_intrinsics"][:, :1],
+  latent = nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, one))
+  out = nerf_vae.render_views(model, params, latent, one["target_intrinsics"][:, :1],
                               one["target_cam_to_world"][:, :1], height, width)
   return {"context": one["context_images"][0, 0], "target": one["target_images"][0, 0],
           "rgb": out["rgb"][0, 0], "depth": out["depth"][0, 0]}

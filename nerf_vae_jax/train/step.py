@@ -22,7 +22,7 @@ import optax
 
 from nerf_vae_jax import errors
 from nerf_vae_jax.evaluation import metrics as metrics_lib
-from nerf_vae_jax.models import nerf_vae
+from nerf_vae_jax.models import objectives, ray_sampling
 
 
 def learning_rate_schedule(train_config):
@@ -57,7 +57,7 @@ def init_state(model, tx, example_batch, key) -> dict:
 
   ``example_batch``: any batch of the training shapes (``batch.example``).
   """
-  rays = nerf_vae.target_rays(example_batch, key, model.remat_chunks or 4)  # a few rays, a multiple of the chunks
+  rays = ray_sampling.target_rays(example_batch, key, model.remat_chunks or 4)  # a few rays, a multiple of the chunks
   params = model.init(key, example_batch, rays.origins, rays.directions, key)
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
@@ -92,7 +92,7 @@ def loss_and_grads(model, config, params, batch, keys, step, devices: int = 1):
   after another inside the step (``lax.scan``), accumulating gradients.
   """
   loss_fn = functools.partial(
-      nerf_vae.elbo_loss, model, num_rays=config.loss.num_rays, likelihood_scale=config.loss.likelihood_scale,
+      objectives.elbo_loss, model, num_rays=config.loss.num_rays, likelihood_scale=config.loss.likelihood_scale,
       beta=beta_at(step, config), free_bits=config.loss.free_bits, coarse_weight=config.loss.coarse_weight,
       targets=config.loss.get("targets", "held_out"), object_fraction=config.loss.get("object_fraction", 0.0))
 

@@ -1,0 +1,112 @@
+"""NeRF-VAE's objectives: the likelihood of pixels, the ELBO (the training loss) and the IWAE bound.
+
+``ray_log_likelihood`` is the one place where the likelihood of pixels is
+computed and rescaled to whole images: the ELBO, the IWAE bound, evaluation
+and test-time refinement all call it. The latent's side (posterior samples,
+KL terms, importance ratios) comes from ``nerf_vae.sample_posterior``, so
+every objective holds for the independent and the hierarchical prior alike.
+Shapes: B scenes, R rays, S posterior samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from nerf_vae_jax.evaluation import metrics as metrics_lib
+from nerf_vae_jax.models import nerf_vae, posterior
+from nerf_vae_jax.models.nerf_vae import NeRFVAE
+from nerf_vae_jax.models.ray_sampling import Rays, training_rays
+
+
+def gaussian_log_likelihood(x, mean, scale: float):
+  """log N(x; mean, scale^2) of each colour channel: [..., 3] -> [..., 3]."""
+  return -0.5 * jnp.square((x - mean) / scale) - math.log(scale) - 0.5 * math.log(2 * math.pi)
+
+
+def ray_log_likelihood(model: NeRFVAE, params, latent, rays: Rays, key, *, likelihood_scale: float,
+                       randomized: bool = True):
+  """log p(pixels | latent) of whole images, estimated from ``rays``.
+
+  The Gaussian log-likelihood of each ray's colour under the rendered colour,
+  summed over channels, weighted by the ray's importance weight and summed
+  over rays: an unbiased estimate of the log-likelihood of every real pixel
+  of the views the rays were drawn from.
+
+  Returns:
+    ({"fine": [B], "coarse": [B]} log-likelihoods in nats, the render of
+    ``NeRFVAE.render_rays``).
+  """
+  out = model.apply(params, latent, rays.origins, rays.directions, key, randomized, method=NeRFVAE.render_rays)
+  ll = {p: jnp.sum(jnp.sum(gaussian_log_likelihood(rays.colours, out[p]["rgb"], likelihood_scale), -1)
+                   * rays.weights, axis=1) for p in ("fine", "coarse")}
+  return ll, out
+
+
+def weighted_mse(rays: Rays, rgb):
+  """The estimate of the mean squared error over every real pixel [B] (colours in [0, 1])."""
+  return jnp.sum(jnp.mean(jnp.square(rgb - rays.colours), -1) * rays.weights, axis=1) / rays.pixels
+
+
+def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
+              free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
+              object_fraction: float = 0.0):
+  """The training loss and its metrics.
+
+  The ELBO per scene is the log-likelihood of the whole target images
+  (``ray_log_likelihood`` of R rays from ``training_rays``) minus
+  KL(q(z | context) || p(z)) (``nerf_vae.sample_posterior``). The loss is
+  -(LL - beta * max(KL, free_bits) + coarse_weight * LL_coarse) / P per
+  scene, averaged over scenes, where P is the number of pixels the likelihood
+  covers (it keeps the numbers readable). LL_coarse trains the coarse pass,
+  as in NeRF.
+
+  Returns:
+    (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
+    nats), the KL per scene (and, with the hierarchical prior, its z0 part
+    ``kl_top``), the fine pass's MSE and PSNR (estimates over whole images),
+    and beta.
+  """
+  k_z, k_rays, k_render = jax.random.split(key, 3)
+  q = nerf_vae.infer(model, params, batch)
+  sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta)
+  kl = sample.kl
+  rays = training_rays(batch, k_rays, num_rays, targets=targets, object_fraction=object_fraction)
+  ll, out = ray_log_likelihood(model, params, sample.z, rays, k_render, likelihood_scale=likelihood_scale)
+  per_pixel = lambda x: jnp.mean(x / rays.pixels)
+  kl_term = jnp.where(kl > free_bits, sample.weighted_kl, beta * free_bits)  # beta * max(KL, free bits)
+  objective = ll["fine"] - kl_term + coarse_weight * ll["coarse"]
+  mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
+  metrics = {
+      "loss": -per_pixel(objective), "elbo_per_pixel": per_pixel(ll["fine"] - kl),
+      "ll_per_pixel": per_pixel(ll["fine"]), "kl_per_pixel": per_pixel(kl), "kl": jnp.mean(kl),
+      "mse": mse, "psnr": metrics_lib.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
+      "beta": jnp.asarray(beta, jnp.float32),
+  }
+  if q.hierarchical:
+    metrics["kl_top"] = jnp.mean(posterior.kl_to_standard_normal(q.top_mean, q.top_scale))
+  return metrics["loss"], metrics
+
+
+def posterior_samples(model: NeRFVAE, params, q: posterior.Posterior, rays: Rays, key, *, num_samples: int,
+                      likelihood_scale: float):
+  """For S posterior samples z_s ~ q(z | views): log p(x | z_s), log p(z_s) - log q(z_s | views) and the
+  KL term of ``nerf_vae.sample_posterior``, each [S, B].
+
+  x is what ``rays`` stand for (whole images); rendering is deterministic.
+  The ELBO is the mean of log p(x | z_s) - KL_s; the IWAE bound is
+  ``iwae(log_likelihood, log_ratio)``.
+  """
+  def one(k):
+    s = nerf_vae.sample_posterior(model, params, q, k)
+    ll, _ = ray_log_likelihood(model, params, s.z, rays, k, likelihood_scale=likelihood_scale, randomized=False)
+    return ll["fine"], s.log_ratio, s.kl
+
+  return jax.lax.map(one, jax.random.split(key, num_samples))
+
+
+def iwae(log_likelihood, log_ratio):
+  """Importance-weighted bound [B] from ``posterior_samples``' [S, B] arrays."""
+  return jax.nn.logsumexp(log_likelihood + log_ratio, axis=0) - math.log(log_likelihood.shape[0])

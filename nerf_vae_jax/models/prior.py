@@ -1,0 +1,90 @@
+"""The hierarchical prior of the grid latent: a scene-level z0 and p(cells | z0).
+
+With ``model.prior="independent"`` (the reference) every cell of the grid
+latent has its own N(0, I) prior, so nothing says how cells go together: a
+sample draws each cell's code on its own, and the scene function renders
+such codes as coloured haze. ``model.prior="hierarchical"`` is a two-level
+latent, as in ladder VAEs and NVAE:
+
+  z0 ~ N(0, I)                      [top_dim], the scene as a whole
+  cells | z0 ~ N(mu(z0), s(z0)^2)   [G^3, D], from a small 3-D conv decoder
+
+and the posterior is q(z0 | views) q(cells | views, z0):
+
+* q(z0 | views): a 3-D conv encoder over the grid of the views' per-cell
+  features (averaged over the views that see each cell, the reference's
+  combination), so z0 is inferred in the frame all views share;
+* q(cells | views, z0): the views' averaged Gaussian (as with the independent
+  prior) on the cells some view sees, and p(cells | z0) on the cells no view
+  sees, so the prior fills in what the context views leave open.
+
+The KL is KL(q(z0) || N(0, I)) + E_q(z0) KL(q(cells | z0) || p(cells | z0)),
+both levels in closed form given one z0 sample (``nerf_vae.sample_posterior``);
+the ELBO and the IWAE bound stay bounds on log p(views). Both networks end in
+zero-initialised layers: at initialisation p(cells | z0) = N(0, I) and
+q(z0) = N(0, I), the independent prior's starting point.
+
+Grids: [B, G, G, G, C] with axes (x, y, z), the cell order of ``models/grid.py``
+(flat index (ix G + iy) G + iz). G must be a power of two (the decoder doubles
+2 -> 4 -> ... -> G; the encoder halves G -> ... -> 2).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from nerf_vae_jax import errors
+from nerf_vae_jax.models import grid
+
+
+def check_grid_size(grid_size: int) -> None:
+  if grid_size < 2 or grid_size & (grid_size - 1):
+    raise errors.ConfigError(f"config.model.grid_size={grid_size}: the hierarchical prior needs a power of two "
+                             f">= 2 (its 3-D convolutions halve and double the grid); choose e.g. 8.")
+
+
+def _with_coordinates(x):
+  """x [B, g, g, g, C] with the cell centres in [-1, 1]^3 appended as 3 channels (where each cell is)."""
+  b, g = x.shape[0], x.shape[1]
+  xyz = grid.cell_centres(g, 1.0).reshape(1, g, g, g, 3)
+  return jnp.concatenate([x, jnp.broadcast_to(xyz, (b, g, g, g, 3)).astype(x.dtype)], axis=-1)
+
+
+class TopEncoder(nn.Module):
+  """Per-cell features [B, G^3, C] (and which cells a view sees, [B, G^3]) -> q(z0)'s (mean, raw scale) [B, top_dim]."""
+  top_dim: int
+  channels: int
+  grid_size: int
+
+  @nn.compact
+  def __call__(self, feats, seen):
+    b, g = feats.shape[0], self.grid_size
+    x = jnp.concatenate([feats, seen[..., None].astype(feats.dtype)], axis=-1).reshape(b, g, g, g, -1)
+    x = nn.swish(nn.Conv(self.channels, (3, 3, 3))(_with_coordinates(x)))
+    while x.shape[1] > 2:
+      x = nn.swish(nn.Conv(self.channels, (3, 3, 3), strides=(2, 2, 2))(_with_coordinates(x)))
+    x = nn.swish(nn.Dense(2 * self.channels)(x.reshape(b, -1)))
+    out = nn.Dense(2 * self.top_dim, kernel_init=nn.initializers.zeros)(x)
+    mean, raw = jnp.split(out, 2, axis=-1)
+    return mean, raw
+
+
+class CellPrior(nn.Module):
+  """z0 [B, top_dim] -> p(cells | z0)'s (mean, raw scale), each [B, G^3, D]."""
+  latent_dim: int
+  channels: int
+  grid_size: int
+
+  @nn.compact
+  def __call__(self, top):
+    b = top.shape[0]
+    x = nn.swish(nn.Dense(8 * self.channels)(top)).reshape(b, 2, 2, 2, self.channels)
+    while True:
+      x = nn.swish(nn.Conv(self.channels, (3, 3, 3))(_with_coordinates(x)))
+      if x.shape[1] == self.grid_size:
+        break
+      x = jnp.repeat(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2), 2, axis=3)  # nearest-neighbour x2
+    out = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)(x)
+    mean, raw = jnp.split(out.reshape(b, self.grid_size ** 3, 2 * self.latent_dim), 2, axis=-1)
+    return mean, raw

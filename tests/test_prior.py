@@ -1,0 +1,153 @@
+"""The hierarchical prior of the grid latent: a normalised density, each level's KL, bounds that hold, and
+samples of the right shape that a key reproduces."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import shape_scenes
+from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import errors
+from nerf_vae_jax.data import source
+from nerf_vae_jax.evaluation import protocol
+from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
+
+pytestmark = pytest.mark.xdist_group("model")
+
+
+def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3, **overrides):
+  """A small grid model of the tiny config and perturbed parameters (the zero-initialised heads made non-zero,
+  so that p(cells | z0) and q depend on their inputs)."""
+  config = shape_scenes.get_config("tiny")
+  config.model.update(prior=prior, grid_size=grid_size, latent_dim=latent_dim, top_dim=top_dim, prior_channels=8,
+                      encoder_channels=(8, 16), mlp_width=16, mlp_depth=2, num_coarse=8, num_fine=8, **overrides)
+  config.data.max_context = 2
+  model = nerf_vae.from_config(config.model, 1.0)
+  example = batch_lib.example(batch_lib.for_config(config, 32, 32))
+  init = jax.jit(lambda k: model.init(k, example, jnp.zeros((1, 4, 3)), jnp.ones((1, 4, 3)) / np.sqrt(3), k))
+  params = init(jax.random.PRNGKey(0))
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [p + noise * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  return model, params
+
+
+def test_hierarchical_log_prior_is_normalised():
+  """E_r[p(z0, cells) / r(z0, cells)] = 1 for a proposal r a little wider than p at every level."""
+  model, params = _small()
+  n, widen = 40_000, 1.25
+  k_top, k_cells = jax.random.split(jax.random.PRNGKey(2))
+  top = widen * jax.random.normal(k_top, (n, model.top_dim))
+  mean, scale = nerf_vae.cell_prior(model, params, top)
+  cells = mean + widen * scale * jax.random.normal(k_cells, mean.shape)
+  log_r = (posterior.log_normal(top, jnp.zeros_like(top), widen * jnp.ones_like(top))
+           + posterior.log_normal(cells, mean, widen * scale))
+  ratio = jnp.exp(nerf_vae.log_prior(model, params, cells, top) - log_r)
+  assert cells.shape == (n,) + model.latent_shape
+  assert float(jnp.mean(ratio)) == pytest.approx(1.0, abs=4 * float(jnp.std(ratio)) / np.sqrt(n) + 1e-3)
+  # The scales p(cells | z0) gives do depend on z0 (the test is not of N(0, I) alone).
+  assert float(jnp.std(scale[:, 0])) > 1e-3 and float(jnp.std(mean[:, 0])) > 1e-3
+
+
+def test_kl_of_each_level_matches_monte_carlo():
+  # Between two diagonal Gaussians (the cells' level), and 0 where they are equal.
+  m1, s1 = jnp.array([[0.5, -1.0, 0.2]]), jnp.array([[0.3, 1.5, 0.9]])
+  m2, s2 = jnp.array([[0.1, 0.4, -0.3]]), jnp.array([[0.6, 1.1, 2.0]])
+  z = m1 + s1 * jax.random.normal(jax.random.PRNGKey(0), (200_000, 3))
+  mc = posterior.log_normal(z, m1, s1) - posterior.log_normal(z, m2, s2)
+  assert float(posterior.kl_normal(m1, s1, m2, s2)[0]) == pytest.approx(float(jnp.mean(mc)), abs=0.01)
+  assert float(posterior.kl_normal(m1, s1, m1, s1)[0]) == 0.0
+  np.testing.assert_allclose(posterior.kl_normal(m1, s1, jnp.zeros(3), jnp.ones(3)),
+                             posterior.kl_to_standard_normal(m1, s1), rtol=1e-6)
+  # The whole hierarchical KL: sample_posterior's estimate (closed form per level at a sampled z0) and
+  # -log p/q of the same samples estimate the same KL(q(z0, cells) || p(z0, cells)).
+  model, params = _small()
+  q = posterior.Posterior(mean=0.4 * jax.random.normal(jax.random.PRNGKey(3), (1,) + model.latent_shape),
+                          scale=jnp.full((1,) + model.latent_shape, 0.5), top_mean=jnp.array([[0.5, -0.3]]),
+                          top_scale=jnp.array([[0.4, 0.8]]), seen=jnp.array([[True] * 6 + [False] * 2]))
+  _, kl, log_ratio, _ = jax.vmap(lambda k: nerf_vae.sample_posterior(model, params, q, k))(
+      jax.random.split(jax.random.PRNGKey(4), 40_000))
+  assert float(jnp.mean(kl)) == pytest.approx(float(-jnp.mean(log_ratio)), rel=0.02)
+  assert float(jnp.std(kl)) < float(jnp.std(log_ratio))  # the closed form per level has less variance
+  kl_top = float(posterior.kl_to_standard_normal(q.top_mean, q.top_scale)[0])
+  assert float(jnp.mean(kl)) > kl_top > 0.0
+
+
+def test_cells_no_view_sees_follow_the_prior_given_z0():
+  model, params = _small()
+  shape = (1,) + model.latent_shape
+  q = posterior.Posterior(mean=jnp.full(shape, 3.0), scale=jnp.full(shape, 0.1), top_mean=jnp.array([[0.2, 0.1]]),
+                          top_scale=jnp.array([[1e-4, 1e-4]]), seen=jnp.zeros((1, shape[1]), bool))
+  z, kl, _, _ = nerf_vae.sample_posterior(model, params, q, jax.random.PRNGKey(0))
+  kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
+  np.testing.assert_allclose(kl, kl_top, rtol=1e-5)  # no cell is seen: only z0 costs anything
+  prior_mean, _ = nerf_vae.cell_prior(model, params, q.top_mean)
+  np.testing.assert_allclose(nerf_vae.posterior_latent(model, params, q), prior_mean, rtol=1e-6)
+  assert float(jnp.max(jnp.abs(z - 3.0))) > 1.0  # the views' (unused) Gaussian is ignored
+  # Every cell seen: the latent to render is the views' mean, whatever z0.
+  seen = q._replace(seen=jnp.ones_like(q.seen))
+  np.testing.assert_allclose(nerf_vae.posterior_latent(model, params, seen), q.mean)
+
+
+@pytest.mark.parametrize("prior", ["independent", "hierarchical"])
+def test_prior_samples_have_the_latents_shape_and_a_key_reproduces_them(prior):
+  model, params = _small(prior)
+  sample = jax.jit(lambda k: nerf_vae.sample_prior(model, params, k, 5))
+  a, b, c = sample(jax.random.PRNGKey(0)), sample(jax.random.PRNGKey(0)), sample(jax.random.PRNGKey(1))
+  assert a.shape == (5,) + model.latent_shape
+  np.testing.assert_array_equal(a, b)
+  assert float(jnp.max(jnp.abs(a - c))) > 0.1
+  cold = nerf_vae.sample_prior(model, params, jax.random.PRNGKey(0), 5, temperature=0.0)
+  if prior == "independent":
+    np.testing.assert_array_equal(cold, 0.0)
+  else:  # the cells' means at z0 = 0, the same for every sample
+    np.testing.assert_allclose(cold, jnp.broadcast_to(nerf_vae.cell_prior(model, params, jnp.zeros((1, 2)))[0],
+                                                      cold.shape), rtol=1e-6)
+
+
+def test_elbo_is_below_the_iwae_bound_which_tightens_with_samples(tiny_data_dir):
+  model, params = _small(latent_dim=4, noise=0.05)
+  src = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)
+  batch = protocol.context_batch([src[i] for i in range(2)], 1)
+  rays = ray_sampling.target_rays(batch, jax.random.PRNGKey(5), 256)
+
+  ll, log_ratio, kl = jax.jit(lambda k: objectives.posterior_samples(
+      model, params, nerf_vae.infer(model, params, batch), rays, k, num_samples=128,
+      likelihood_scale=0.1))(jax.random.PRNGKey(6))
+  # Bounds with S samples from disjoint groups of the 128, averaged over the groups (bounds in expectation).
+  iwae = {s: np.mean([objectives.iwae(ll[g:g + s], log_ratio[g:g + s]) for g in range(0, 128, s)], 0)
+          for s in (1, 4, 16)}
+  elbo = np.mean(ll - kl, 0)
+  assert np.all(elbo < iwae[4]) and np.all(elbo < iwae[16]), (elbo, iwae)
+  assert np.all(iwae[1] < iwae[4]) and np.all(iwae[4] < iwae[16]), iwae
+  # With one sample the IWAE bound is log p(x | z) + log p(z) - log q(z): the ELBO up to the KL's estimator.
+  np.testing.assert_allclose(iwae[1], np.mean(ll + log_ratio, 0), rtol=1e-5)
+
+
+def test_hierarchical_prior_needs_a_power_of_two_grid():
+  with pytest.raises(errors.ConfigError, match="power of two"):
+    _small(grid_size=6)
+  with pytest.raises(errors.ConfigError, match="background_token"):
+    _small(background_token=True)
+
+
+def test_training_kl_is_beta_kl_whose_prior_side_learns_at_the_full_rate():
+  model, params = _small()
+  shape = (1,) + model.latent_shape
+  q = posterior.Posterior(mean=0.3 * jnp.ones(shape), scale=jnp.full(shape, 0.6), top_mean=jnp.array([[0.2, -0.1]]),
+                          top_scale=jnp.array([[0.5, 0.7]]), seen=jnp.array([[True] * 5 + [False] * 3]))
+  key = jax.random.PRNGKey(3)
+  floats = (q.mean, q.scale, q.top_mean, q.top_scale)
+  grads = lambda field, beta: jax.grad(
+      lambda p, f: jnp.sum(getattr(nerf_vae.sample_posterior(model, p, posterior.Posterior(*f, q.seen), key,
+                                                              beta=beta), field)), argnums=(0, 1))(params, floats)
+  s = nerf_vae.sample_posterior(model, params, q, key, beta=0.25)
+  np.testing.assert_allclose(s.weighted_kl, 0.25 * s.kl, rtol=1e-5)
+  (p_kl, q_kl), (p_w, q_w), (p_1, q_1) = grads("kl", 1.0), grads("weighted_kl", 0.25), grads("weighted_kl", 1.0)
+  close = lambda a, b: jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
+  close(p_1, p_kl)  # beta = 1: the ELBO's gradient
+  close(q_1, q_kl)
+  close(p_w["params"]["cell_prior_net"], p_kl["params"]["cell_prior_net"])  # the prior: unweighted
+  close(q_w[:2], (0.25 * q_kl[0], 0.25 * q_kl[1]))  # the cells' posterior: beta x
+  assert float(jnp.max(jnp.abs(q_kl[0]))) > 1e-3

@@ -1,0 +1,105 @@
+"""Sample metrics: the Fréchet distance, object statistics, the far-side test of what a view sees, and the
+probe's cache."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from nerf_vae_jax.data import source
+from nerf_vae_jax.evaluation import probe, sample_metrics, sample_quality, uncertainty
+from nerf_vae_jax.scenes import specs
+
+
+def test_frechet_distance_is_zero_on_a_set_and_the_squared_shift_when_features_shift():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 8))
+  assert sample_quality.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+  shift = rng.normal(size=8)
+  # Equal covariances: only the means differ, by exactly the shift.
+  assert sample_quality.frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-6)
+  # It grows with the shift, and with a change of spread.
+  small, large = (sample_quality.frechet_distance(a, a + f * shift) for f in (0.5, 2.0))
+  assert small < float(shift @ shift) < large
+  assert sample_quality.frechet_distance(a, 2.0 * (a - a.mean(0)) + a.mean(0)) > 0.5
+  # Two samples of one Gaussian: near zero against the distance between two different Gaussians.
+  b, c = rng.normal(size=(4000, 4)), rng.normal(size=(4000, 4))
+  assert sample_quality.frechet_distance(b, c) < 0.02
+  # Closed form for diagonal Gaussians: |dmu|^2 + sum (s1 - s2)^2.
+  d = rng.normal(size=(20000, 4)) * np.array([1.0, 2.0, 0.5, 1.0]) + 1.0
+  assert sample_quality.frechet_distance(b, d) == pytest.approx(4.0 + 1.0 + 0.25, rel=0.05)
+
+
+def test_blobs_are_counted_by_4_neighbour_connectivity_and_specks_are_dropped():
+  m = np.zeros((3, 8, 8), bool)
+  m[0, 1:3, 1:3] = True  # a square
+  m[0, 5:7, 4:8] = True  # a bar
+  m[0, 0, 7] = True  # a speck (1 pixel)
+  m[1, 2, 2] = m[1, 3, 3] = m[1, 2, 3] = True  # an L: connected
+  m[1, 6, 6] = m[1, 7, 7] = True  # diagonal neighbours only: two specks
+  assert sample_quality.count_blobs(m).tolist() == [2, 1, 0]
+  u = np.zeros((1, 8, 8), bool)
+  u[0, 1:7, 1] = u[0, 6, 1:7] = u[0, 1:7, 6] = True  # a U: one blob, however its labels spread
+  assert sample_quality.count_blobs(u).tolist() == [1]
+
+
+def test_object_comparison_of_identical_sets_and_of_haze():
+  rng = np.random.default_rng(1)
+  masks = np.zeros((20, 16, 16), np.uint8)
+  for i in range(20):
+    for k in range(i % 3 + 1):
+      r, c = rng.integers(0, 12, 2)
+      masks[i, r:r + 3, c:c + 3] = k + 1
+  same = sample_quality.compare_objects((masks > 0).astype(np.float32), masks)
+  assert same["count_tv"] == 0.0 and same["coverage_ratio"] == pytest.approx(1.0) and same["haze_share"] == 0.0
+  assert same["coverage_w1"] == pytest.approx(0.0, abs=1e-12)
+  haze = sample_quality.compare_objects(np.full((20, 16, 16), 0.4), masks)
+  assert haze["haze_share"] == 1.0 and haze["coverage_samples"] == 0.0 and haze["count_tv"] == 1.0
+  assert sample_quality.total_variation([0.5, 0.5, 0.0], [0.0, 0.5, 0.5]) == pytest.approx(0.5)
+
+
+def test_mean_colour_images():
+  images = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4, 3), np.uint8)
+  out = sample_metrics.mean_colour_images(images)
+  assert out.shape == images.shape and out.dtype == np.uint8
+  np.testing.assert_allclose(out[1, 2, 0, 0], images[1, 2].reshape(-1, 3).mean(0), atol=0.5)
+  assert np.ptp(out[1, 2].reshape(-1, 3), axis=0).max() == 0
+
+
+def test_a_view_sees_its_own_surfaces_and_the_far_view_is_the_most_opposite(tiny_data_dir):
+  scenes = [source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[i] for i in range(4)]
+  for scene in scenes:
+    obj = scene["masks"][5] > 0
+    own = uncertainty.seen_from(scene, 5, source=5)
+    assert own.sum() >= 0.95 * obj.sum() and not (own & ~obj).any()
+    far = uncertainty.far_view(scene)
+    pos = scene["cam_to_world"][:, :3, 3] / np.linalg.norm(scene["cam_to_world"][:, :3, 3], axis=-1, keepdims=True)
+    assert far >= 4 and all(pos[far] @ pos[0] <= pos[v] @ pos[0] + 1e-6 for v in range(4, len(pos)))
+  # From the far side, view 0 sees less of what the far view shows than the far view itself does.
+  seen = sum(uncertainty.seen_from(s, uncertainty.far_view(s)).sum() for s in scenes)
+  total = sum((s["masks"][uncertainty.far_view(s)] > 0).sum() for s in scenes)
+  assert 0 < seen < 0.9 * total
+
+
+def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys):
+  settings = probe.Settings(train_scenes=32, epochs=4, batch_size=32)
+  logs = []
+  model, params, info = probe.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
+  assert logs and os.path.exists(os.path.join(info["folder"], "probe.json"))
+  assert set(info["held_out"]) >= {"count_accuracy", "shapes_accuracy", "hues_accuracy", "layout_accuracy"}
+  images = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[0]["images"]
+  feats = probe.features((model, params, info), images)
+  assert feats.shape == (len(images), 64)
+  # The same spec and settings: read from the cache, not trained again, same features.
+  logs.clear()
+  cached = probe.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
+  assert not logs and cached[2]["folder"] == info["folder"]
+  np.testing.assert_allclose(probe.features(cached, images), feats, rtol=1e-6)
+  # A changed dataset spec (or probe settings) is another key: trained anew, in another folder.
+  spec = specs.SPECS["tiny"]
+  assert probe.cache_key(spec, settings) != probe.cache_key(dataclasses.replace(spec, seed=1), settings)
+  assert probe.cache_key(spec, settings) != probe.cache_key(spec, dataclasses.replace(settings, epochs=5))
+  monkeypatch.setitem(specs.SPECS, "tiny", dataclasses.replace(spec, ambient=0.5))
+  changed = probe.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
+  assert logs and changed[2]["folder"] != info["folder"]
