@@ -22,7 +22,9 @@ encoding sizes, width W, depth L):
       interpolated D-dimensional cell latent)
 
 and per_scene_mlp the layers run once per scene and pass (FiLM or token
-projections, the background head).
+projections, the background head). The hierarchical prior adds its q(z0)
+encoder and p(cells | z0) decoder once per scene (``prior_flops``: 3-D
+convolutions cost 2 x 27 C_in C_out per output cell).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def point_flops(model) -> int:
   heads = w + w * w + (w + q) * (w // 2) + (w // 2) * 3  # density, bottleneck, view, rgb
   total = 2 * (trunk + heads)
   if model.latent == "grid":
-    total += depth * 2 * model.latent_dim * 2 * w  # FiLM from each point's interpolated latent
+    total += depth * 2 * model.latent_shape[-1] * 2 * w  # FiLM from each point's interpolated latent
   return total
 
 
@@ -75,6 +77,35 @@ def grid_head_flops(model) -> int:
   return model.grid_size ** 3 * 2 * ((f + 4) * c + c * 2 * model.latent_dim) + token
 
 
+def prior_flops(model) -> int:
+  """Forward FLOPs of the hierarchical prior's networks (``models/prior.py``) for one scene; 0 without it."""
+  if not model.hierarchical:
+    return 0
+  g, ch, top, d = model.grid_size, model.prior_channels, model.top_dim, model.latent_dim
+  conv = lambda cells, cin: 2 * cells * 27 * (cin + 3) * ch  # + 3 coordinate channels
+  dense = lambda n_in, n_out: 2 * n_in * n_out
+  per_cell = model.prior_net == "per_cell"
+  enc = conv(g ** 3, model.encoder_channels[-1] + 1)  # cell features + "seen"
+  if per_cell:
+    enc += dense(g ** 3 * ch, 4) + dense(4 * g ** 3, 2 * ch)
+  else:
+    size = g
+    while size > 2:
+      size //= 2
+      enc += conv(size ** 3, ch)
+    enc += dense(8 * ch, 2 * ch)
+  enc += dense(2 * ch, 2 * top)
+  start = g if per_cell else 2
+  dec = dense(top, start ** 3 * ch)
+  size = start
+  while True:
+    dec += conv(size ** 3, ch)
+    if size == g:
+      break
+    size *= 2
+  return enc + dec + g ** 3 * dense(ch, 2 * d + model.top_down)
+
+
 def train_step_flops(model, batch_size: int, max_context: int, height: int, width: int, num_rays: int) -> dict:
   """Matmul FLOPs of one training step, and its parts (forward)."""
   samples = model.num_coarse + model.num_fine
@@ -85,7 +116,7 @@ def train_step_flops(model, batch_size: int, max_context: int, height: int, widt
                              2 * math.prod(model.latent_shape))
   enc = batch_size * max_context * per_view
   pts = batch_size * num_rays * samples * point_flops(model)
-  per_scene = batch_size * 2 * scene_flops(model)
+  per_scene = batch_size * (2 * scene_flops(model) + prior_flops(model))
   forward = enc + pts + per_scene
   return {"train_step": 3 * forward, "forward": forward, "encoder_forward": enc, "scene_function_forward": pts,
           "per_scene_forward": per_scene}

@@ -17,10 +17,13 @@ from nerf_vae_jax.train import step as training, workdir as trainer
 from nerf_vae_jax.models import nerf_vae, objectives
 
 
-@pytest.mark.parametrize("latent", ["global", "grid"])
+@pytest.mark.parametrize("latent", ["global", "grid", "grid_hierarchical", "grid_hierarchical_per_cell_top_down"])
 def test_flop_formula_matches_xla_cost_analysis(latent):
   config = shape_scenes.get_config("tiny")
-  config.model.latent = latent
+  config.model.latent = latent.split("_")[0]
+  config.model.prior = "hierarchical" if "hierarchical" in latent else "independent"
+  config.model.prior_net = "per_cell" if "per_cell" in latent else "pyramid"
+  config.model.top_down = 8 if "top_down" in latent else 0
   config.model.latent_dim = 8
   model, spec = trainer.make_model(config)
   batch = benchmark.synthetic_batch(spec, config.data, 2)

@@ -136,7 +136,7 @@ def toy_run(runner_env, tmp_path_factory):
 
 
 def _cmd(e, *args):
-  return subprocess.run([sys.executable, "-m", *args], env=e, capture_output=True, text=True, timeout=300)
+  return subprocess.run([sys.executable, "-m", *args], env=e, capture_output=True, text=True, timeout=600)
 
 
 def test_a_subset_evaluation_gets_its_own_folder():

@@ -111,8 +111,8 @@ def _model_and_params(config, src, **overrides):
 
 # Model overrides: the global latent, the grid, and the grid with a background token and colour features.
 LATENTS = [dict(latent="global"), dict(latent="grid"), dict(latent="grid", background_token=True, colour_features=True),
-           dict(latent="grid", prior="hierarchical")]
-LATENT_IDS = ["global", "grid", "grid_token_colour", "grid_hierarchical"]
+           dict(latent="grid", prior="hierarchical"), dict(latent="grid", prior="hierarchical", posterior="poe")]
+LATENT_IDS = ["global", "grid", "grid_token_colour", "grid_hierarchical", "grid_hierarchical_poe"]
 
 
 @pytest.mark.parametrize("latent", LATENTS, ids=LATENT_IDS)

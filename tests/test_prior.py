@@ -151,3 +151,50 @@ def test_training_kl_is_beta_kl_whose_prior_side_learns_at_the_full_rate():
   close(p_w["params"]["cell_prior_net"], p_kl["params"]["cell_prior_net"])  # the prior: unweighted
   close(q_w[:2], (0.25 * q_kl[0], 0.25 * q_kl[1]))  # the cells' posterior: beta x
   assert float(jnp.max(jnp.abs(q_kl[0]))) > 1e-3
+
+
+def test_product_of_the_views_then_the_prior_is_the_product_of_experts():
+  """The views' product, multiplied by N(0, I) afterwards, is the one-step product of experts with N(0, I)."""
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  mu, raw = jax.random.normal(k1, (3, 4, 5)), jax.random.normal(k2, (3, 4, 5))
+  mask = jnp.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
+  mean, scale = posterior.views_product(mu, raw, mask)
+  np.testing.assert_array_equal(mean[2], 0.0)  # no real view: a placeholder, unused
+  both = posterior.product_with(mean[:2], scale[:2], jnp.zeros(5), jnp.ones(5))
+  ref = posterior.product_of_experts(mu, raw, mask)
+  np.testing.assert_allclose(both[0], ref[0][:2], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(both[1], ref[1][:2], rtol=1e-5)
+  np.testing.assert_allclose(mean[1], mu[1, 0], rtol=1e-6)  # one view: its own Gaussian
+  np.testing.assert_allclose(scale[1], posterior.to_scale(raw[1, 0]), rtol=1e-6)
+
+
+def test_poe_posterior_multiplies_the_views_into_the_prior_given_z0():
+  model, params = _small(posterior="poe")
+  shape = (1,) + model.latent_shape
+  q = posterior.Posterior(mean=jnp.full(shape, 1.0), scale=jnp.full(shape, 0.5), top_mean=jnp.array([[0.2, 0.1]]),
+                          top_scale=jnp.array([[0.3, 0.3]]), seen=jnp.array([[True] * 4 + [False] * 4]))
+  latent = nerf_vae.posterior_latent(model, params, q)
+  prior_mean, prior_scale = nerf_vae.cell_prior(model, params, q.top_mean)
+  want = posterior.product_with(q.mean, q.scale, prior_mean, prior_scale)[0]
+  np.testing.assert_allclose(latent[:, :4], want[:, :4], rtol=1e-5)
+  np.testing.assert_allclose(latent[:, 4:], prior_mean[:, 4:], rtol=1e-6)  # unseen: the prior
+
+
+def test_top_down_features_are_a_function_of_z0_beside_the_cells():
+  model, params = _small(top_down=3)
+  assert model.latent_shape == (8, 2 + 3)
+  shape = (1, 8, 2)
+  q = posterior.Posterior(mean=jnp.full(shape, 0.5), scale=jnp.full(shape, 0.5), top_mean=jnp.array([[0.2, 0.1]]),
+                          top_scale=jnp.array([[1e-6, 1e-6]]), seen=jnp.ones((1, 8), bool))
+  s = nerf_vae.sample_posterior(model, params, q, jax.random.PRNGKey(0))
+  _, _, top_down = model.apply(params, q.top_mean, method=nerf_vae.NeRFVAE.cell_prior)
+  assert s.z.shape == (1,) + model.latent_shape
+  np.testing.assert_allclose(s.z[..., 2:], top_down, rtol=1e-4, atol=1e-6)  # z0 is (almost) certain here
+  np.testing.assert_allclose(nerf_vae.posterior_latent(model, params, q)[..., :2], q.mean)
+  # The density is the cells' and z0's: the deterministic features add nothing to it.
+  moved = s.z.at[..., 2:].add(1.0)
+  np.testing.assert_allclose(nerf_vae.log_prior(model, params, moved, q.top_mean),
+                             nerf_vae.log_prior(model, params, s.z, q.top_mean), rtol=1e-6)
+  for z in (nerf_vae.sample_prior(model, params, jax.random.PRNGKey(1), 4),
+            nerf_vae.independent_cells(model, params, jax.random.PRNGKey(1), 4)):
+    assert z.shape == (4,) + model.latent_shape

@@ -87,7 +87,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
                              chunk=chunk)
   samples = render(np.asarray(nerf_vae.sample_prior(model, params, k_samples, n, temperature)))
   if model.hierarchical:
-    independent = render(np.asarray(jax.random.normal(k_independent, (n,) + model.latent_shape)))
+    independent = render(np.asarray(nerf_vae.independent_cells(model, params, k_independent, n)))
   else:  # the model's own prior
     independent = samples
   flat = lambda x: x.reshape((-1,) + x.shape[2:])

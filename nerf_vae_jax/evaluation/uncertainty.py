@@ -19,12 +19,11 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import geometry, visualize
-from nerf_vae_jax.evaluation import protocol
+from nerf_vae_jax.evaluation import protocol, sample_metrics
 from nerf_vae_jax.models import nerf_vae
 
 SEEN_TOLERANCE = 0.1  # scene units (the scene radius is 1; a 32px pixel spans about 0.07 at the cameras' distance)
@@ -55,15 +54,12 @@ def seen_from(scene: dict, target: int, source: int = 0) -> np.ndarray:
   return visible & (scene["masks"][target] > 0)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _posterior_renders(model, params, context, intrinsics, cam_to_world, height: int, width: int, num_samples: int,
-                       key):
-  """rgb [S, B, 1, H, W, 3] of S posterior samples and [B, 1, H, W, 3] of the posterior's latent."""
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _posterior_latents(model, params, context, num_samples: int, key):
+  """S posterior samples [S, B, ...] and the posterior's latent [B, ...]."""
   q = nerf_vae.infer(model, params, context)
-  render = lambda z: nerf_vae.render_views(model, params, z, intrinsics, cam_to_world, height, width)["rgb"]
-  samples = jax.lax.map(lambda k: render(nerf_vae.sample_posterior(model, params, q, k).z),
-                        jax.random.split(key, num_samples))
-  return samples, render(nerf_vae.posterior_latent(model, params, q))
+  samples = jax.vmap(lambda k: nerf_vae.sample_posterior(model, params, q, k).z)(jax.random.split(key, num_samples))
+  return samples, nerf_vae.posterior_latent(model, params, q)
 
 
 def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: int = 0, batch_size: int = 8,
@@ -83,11 +79,16 @@ def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: in
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
     far = [far_view(s) for s in padded]
     context = batch_lib.context(protocol.context_batch(padded, 1))
-    cam = lambda k: jnp.asarray(np.stack([s[k][f] for s, f in zip(padded, far)])[:, None])
+    cam = lambda k: np.stack([s[k][f] for s, f in zip(padded, far)])[:, None]  # [B, 1, ...]
     h, w = padded[0]["images"].shape[1:3]
-    samples, mean = jax.device_get(_posterior_renders(model, params, context, cam("intrinsics"),
-                                                      cam("cam_to_world"), h, w, num_samples,
+    latents, mean = jax.device_get(_posterior_latents(model, params, context, num_samples,
                                                       jax.random.fold_in(key, start)))
+    # The S x B latents (and the B means) rendered from their scenes' far cameras, as one batch of scenes.
+    z = np.concatenate([latents.reshape((-1,) + latents.shape[2:]), mean])
+    tile = lambda x: np.concatenate([np.tile(x, (num_samples,) + (1,) * (x.ndim - 1)), x])
+    rgb = sample_metrics.render_latents(model, params, z, tile(cam("intrinsics")), tile(cam("cam_to_world")), h,
+                                        w)["rgb"]
+    samples, mean = rgb[:-len(padded)].reshape((num_samples, len(padded)) + rgb.shape[1:]), rgb[-len(padded):]
     for i, scene in enumerate(chunk):
       rgb = np.clip(samples[:, i, 0], 0.0, 1.0)  # [S, H, W, 3]
       spread = rgb.std(axis=0).mean(-1)  # [H, W]

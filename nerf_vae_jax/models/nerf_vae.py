@@ -61,6 +61,8 @@ class NeRFVAE(nn.Module):
   prior: str = "independent"
   top_dim: int = 32
   prior_channels: int = 32
+  prior_net: str = "pyramid"  # or "per_cell" (models/prior.py)
+  top_down: int = 0  # hierarchical: deterministic features of z0 per cell that the scene function reads too
 
   @property
   def _token(self) -> bool:
@@ -74,7 +76,7 @@ class NeRFVAE(nn.Module):
   def latent_shape(self) -> tuple[int, ...]:
     if self.latent == "global":
       return (self.latent_dim,)
-    return (self.grid_size ** 3 + int(self._token), self.latent_dim)
+    return (self.grid_size ** 3 + int(self._token), self.latent_dim + (self.top_down if self.hierarchical else 0))
 
   def setup(self):
     if self.posterior not in posterior.COMBINE:
@@ -94,8 +96,9 @@ class NeRFVAE(nn.Module):
         raise errors.ConfigError("config.model.background_token needs model.prior=independent (the token has no "
                                  "place in p(cells | z0)); turn one of them off.")
       prior_lib.check_grid_size(self.grid_size)
-      self.top_encoder = prior_lib.TopEncoder(self.top_dim, self.prior_channels, self.grid_size)
-      self.cell_prior_net = prior_lib.CellPrior(self.latent_dim, self.prior_channels, self.grid_size)
+      self.top_encoder = prior_lib.TopEncoder(self.top_dim, self.prior_channels, self.grid_size, self.prior_net)
+      self.cell_prior_net = prior_lib.CellPrior(self.latent_dim, self.prior_channels, self.grid_size, self.prior_net,
+                                                self.top_down)
     self.scene_function = scene_function_of(self, self.latent)
     self.background = BackgroundHead()
 
@@ -123,7 +126,7 @@ class NeRFVAE(nn.Module):
       out = jnp.concatenate([out, colours], axis=-1)
     if self.latent == "grid":
       return self._infer_grid(out.reshape((b, k) + out.shape[1:]), intrinsics, cam_to_world, mask, h, w)
-    out = out.reshape((b, k, 2) + self.latent_shape)
+    out = out.reshape((b, k, 2, self.latent_dim))
     return posterior.Posterior(*posterior.COMBINE[self.posterior](out[:, :, 0], out[:, :, 1], mask))
 
   def _infer_grid(self, fmaps, intrinsics, cam_to_world, mask, height: int, width: int):
@@ -143,9 +146,12 @@ class NeRFVAE(nn.Module):
       out = jnp.concatenate([out, token[:, :, None]], axis=2)  # [B, K, N + 1, 2D]
       seen = jnp.concatenate([seen, mask[:, :, None]], axis=2)  # every real view sees the whole scene
     mu, raw = jnp.split(out, 2, axis=-1)
-    mean, scale = posterior.COMBINE[self.posterior](mu, raw, seen)
     if not self.hierarchical:
-      return posterior.Posterior(mean, scale)
+      return posterior.Posterior(*posterior.COMBINE[self.posterior](mu, raw, seen))
+    # The views' part of q(cells | views, z0): their average, or (poe) their product, which
+    # ``_cells_given_top`` multiplies by p(cells | z0) once z0 is drawn.
+    combine = posterior.views_product if self.posterior == "poe" else posterior.average
+    mean, scale = combine(mu, raw, seen)
     # q(z0): from the views' hidden cell features, averaged over the views that see each cell.
     feats = posterior.masked_mean(h.astype(jnp.float32), seen)  # [B, N, C]
     seen_any = jnp.any(seen, axis=1)  # [B, N]
@@ -153,9 +159,10 @@ class NeRFVAE(nn.Module):
     return posterior.Posterior(mean, scale, top_mean, posterior.to_scale(top_raw), seen_any)
 
   def cell_prior(self, top):
-    """p(cells | z0) of the hierarchical prior: (mean, scale) [B, G^3, D] of z0 [B, top_dim]."""
-    mean, raw = self.cell_prior_net(top)
-    return mean, posterior.to_scale(raw)
+    """p(cells | z0) of the hierarchical prior: (mean, scale) [B, G^3, D] of z0 [B, top_dim], and the
+    top-down features [B, G^3, top_down] (None if ``top_down`` is 0)."""
+    mean, raw, context = self.cell_prior_net(top)
+    return mean, posterior.to_scale(raw), context
 
   def render_rays(self, latent, origins, directions, key, randomized: bool = True):
     """Coarse and fine volume renders of rays [B, R, 3] given latents [B, ...].
@@ -207,7 +214,8 @@ class NeRFVAE(nn.Module):
     q = self.infer(context)
     z = q.mean
     if self.hierarchical:  # creates the prior's parameters
-      z = jnp.where(q.seen[..., None], z, self.cell_prior(q.top_mean)[0])
+      prior_mean, _, top_down = self.cell_prior(q.top_mean)
+      z = with_top_down(jnp.where(q.seen[..., None], z, prior_mean), top_down)
     return self.render_rays(z, origins, directions, key)
 
 
@@ -222,7 +230,7 @@ def scene_function_of(m: NeRFVAE, conditioning: str) -> SceneFunction:
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
   choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE), "dtype": ("float32", "bfloat16"),
-             "prior": ("independent", "hierarchical")}
+             "prior": ("independent", "hierarchical"), "prior_net": prior_lib.NETS}
   for field, allowed in choices.items():
     value = config.get(field, getattr(NeRFVAE, field, None))  # runs saved before a field existed: its default
     if value not in allowed:
@@ -245,24 +253,39 @@ def sample_latent(key, mean, scale):
 
 def cell_prior(model: NeRFVAE, params, top):
   """p(cells | z0): (mean, scale) [B, G^3, D] of z0 [B, top_dim] (hierarchical prior only)."""
-  return model.apply(params, top, method=NeRFVAE.cell_prior)
+  return model.apply(params, top, method=NeRFVAE.cell_prior)[:2]
+
+
+def with_top_down(cells, top_down):
+  """The latent the scene function reads: the cells [B, G^3, D], and the top-down features if any."""
+  return cells if top_down is None else jnp.concatenate([cells, top_down], axis=-1)
 
 
 def _cells_given_top(model: NeRFVAE, params, q: posterior.Posterior, top):
-  """q(cells | views, z0) (the views' Gaussian where they see, p(cells | z0) elsewhere) and p(cells | z0)."""
-  prior_mean, prior_scale = cell_prior(model, params, top)
+  """q(cells | views, z0) and p(cells | z0).
+
+  ``posterior="average"``: the views' average where they see, p(cells | z0)
+  elsewhere; ``"poe"``: the product of p(cells | z0) and the views' Gaussians
+  (p(cells | z0) alone where no view sees).
+  """
+  prior_mean, prior_scale, top_down = model.apply(params, top, method=NeRFVAE.cell_prior)
   seen = q.seen[..., None]
-  return (jnp.where(seen, q.mean, prior_mean), jnp.where(seen, q.scale, prior_scale)), (prior_mean, prior_scale)
+  if model.posterior == "poe":
+    mean, scale = posterior.product_with(q.mean, q.scale, prior_mean, prior_scale)
+  else:
+    mean, scale = q.mean, q.scale
+  return (jnp.where(seen, mean, prior_mean), jnp.where(seen, scale, prior_scale)), (prior_mean, prior_scale), top_down
 
 
 def log_prior(model: NeRFVAE, params, z, top=None, cells_given_top=None):
   """log p(z) [B] of latents z [B, *latent_shape]: log N(z; 0, I), or with the hierarchical prior
   log N(z0; 0, I) + log p(cells | z0) of z0 = ``top`` [B, top_dim] (``cells_given_top``: p(cells | z0)'s
-  (mean, scale) if already computed)."""
+  (mean, scale) if already computed; top-down features, a function of z0, carry no density of their own)."""
   if not model.hierarchical:
     return posterior.log_normal(z, jnp.zeros_like(z), jnp.ones_like(z))
   mean, scale = cell_prior(model, params, top) if cells_given_top is None else cells_given_top
-  return posterior.log_normal(top, jnp.zeros_like(top), jnp.ones_like(top)) + posterior.log_normal(z, mean, scale)
+  cells = z[..., :model.latent_dim]
+  return posterior.log_normal(top, jnp.zeros_like(top), jnp.ones_like(top)) + posterior.log_normal(cells, mean, scale)
 
 
 class LatentSample(NamedTuple):
@@ -295,7 +318,7 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
     return LatentSample(z, kl, log_ratio, beta * kl)
   k_top, k_cells = jax.random.split(key)
   top = sample_latent(k_top, q.top_mean, q.top_scale)
-  (mean, scale), (prior_mean, prior_scale) = _cells_given_top(model, params, q, top)
+  (mean, scale), (prior_mean, prior_scale), top_down = _cells_given_top(model, params, q, top)
   z = sample_latent(k_cells, mean, scale)
   kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
   kl_cells = posterior.kl_normal(mean, scale, prior_mean, prior_scale)
@@ -307,7 +330,7 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   # Cells no view sees have q = p: their terms cancel.
   log_ratio = (log_prior(model, params, z, top, (prior_mean, prior_scale))
                - posterior.log_normal(top, q.top_mean, q.top_scale) - posterior.log_normal(z, mean, scale))
-  return LatentSample(z, kl_top + kl_cells, log_ratio, weighted)
+  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, log_ratio, weighted)
 
 
 def posterior_latent(model: NeRFVAE, params, q: posterior.Posterior):
@@ -315,8 +338,8 @@ def posterior_latent(model: NeRFVAE, params, q: posterior.Posterior):
   (hierarchical: the cells' means given z0 = q(z0)'s mean, p(cells | z0)'s mean where no view sees)."""
   if not q.hierarchical:
     return q.mean
-  (mean, _), _ = _cells_given_top(model, params, q, q.top_mean)
-  return mean
+  (mean, _), _, top_down = _cells_given_top(model, params, q, q.top_mean)
+  return with_top_down(mean, top_down)
 
 
 def render_views(model: NeRFVAE, params, latent, intrinsics, cam_to_world, height: int, width: int,
@@ -346,6 +369,16 @@ def sample_prior(model: NeRFVAE, params, key, num: int, temperature: float = 1.0
     return temperature * jax.random.normal(key, (num,) + model.latent_shape)
   k_top, k_cells = jax.random.split(key)
   top = temperature * jax.random.normal(k_top, (num, model.top_dim))
-  mean, scale = cell_prior(model, params, top)
-  return mean + temperature * scale * jax.random.normal(k_cells, mean.shape)
+  mean, scale, top_down = model.apply(params, top, method=NeRFVAE.cell_prior)
+  return with_top_down(mean + temperature * scale * jax.random.normal(k_cells, mean.shape), top_down)
+
+
+def independent_cells(model: NeRFVAE, params, key, num: int):
+  """Latents [num, *latent_shape] whose cells are independent N(0, I), as the independent prior draws them (the
+  sample metrics' reference); with top-down features, those of a z0 ~ N(0, I)."""
+  if not (model.hierarchical and model.top_down):
+    return jax.random.normal(key, (num,) + model.latent_shape)
+  k_top, k_cells = jax.random.split(key)
+  _, _, top_down = model.apply(params, jax.random.normal(k_top, (num, model.top_dim)), method=NeRFVAE.cell_prior)
+  return with_top_down(jax.random.normal(k_cells, top_down.shape[:2] + (model.latent_dim,)), top_down)
 

@@ -61,6 +61,26 @@ def product_of_experts(mu, raw, mask):
   return mean, jax.lax.rsqrt(prec)
 
 
+def views_product(mu, raw, mask):
+  """The product of the views' Gaussians alone (no prior): (mean, scale) [B, ...], (0, 1) where no view is real.
+
+  The hierarchical prior multiplies in p(cells | z0) once z0 is drawn (``nerf_vae.sample_posterior``).
+  """
+  prec_v = 1.0 / jnp.square(to_scale(raw))
+  w = _weights(mask, mu)
+  prec = jnp.sum(w * prec_v, axis=1)
+  some = prec > 0
+  mean = jnp.sum(w * prec_v * mu, axis=1) / jnp.where(some, prec, 1.0)
+  return jnp.where(some, mean, 0.0), jnp.where(some, jax.lax.rsqrt(jnp.where(some, prec, 1.0)), 1.0)
+
+
+def product_with(mean, scale, prior_mean, prior_scale):
+  """The product of N(mean, scale^2) and N(prior_mean, prior_scale^2), normalised: (mean, scale)."""
+  prec_v, prec_p = 1.0 / jnp.square(scale), 1.0 / jnp.square(prior_scale)
+  prec = prec_v + prec_p
+  return (prec_v * mean + prec_p * prior_mean) / prec, jax.lax.rsqrt(prec)
+
+
 COMBINE = {"average": average, "poe": product_of_experts}
 
 
@@ -68,7 +88,8 @@ class Posterior(NamedTuple):
   """q(z | context views), what ``NeRFVAE.infer`` returns (a pytree: it passes through jit).
 
   mean, scale: [B, *latent_shape], the views' combined Gaussian (with the
-    hierarchical prior: of the cells that ``seen`` marks).
+    hierarchical prior: of the cells that ``seen`` marks, [B, G^3, D], without
+    the top-down features).
   top_mean, top_scale: [B, top_dim], q(z0) of the hierarchical prior; None otherwise.
   seen: bool [B, G^3], the cells some context view sees (hierarchical only;
     the others follow p(cells | z0)); None otherwise.

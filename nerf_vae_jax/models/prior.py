@@ -9,7 +9,13 @@ latent, as in ladder VAEs and NVAE:
   z0 ~ N(0, I)                      [top_dim], the scene as a whole
   cells | z0 ~ N(mu(z0), s(z0)^2)   [G^3, D], from a small 3-D conv decoder
 
-and the posterior is q(z0 | views) q(cells | views, z0):
+With ``model.top_down`` = T > 0 the decoder also hands T deterministic
+features per cell, h(z0), to the scene function, beside the cells (the
+latent it reads is [G^3, D + T]): z0 then reaches the pixels directly, as
+the top-down path of NVAE's decoder does, and is trained by the likelihood,
+not by the KL of the cells alone.
+
+The posterior is q(z0 | views) q(cells | views, z0):
 
 * q(z0 | views): a 3-D conv encoder over the grid of the views' per-cell
   features (averaged over the views that see each cell, the reference's
@@ -51,19 +57,30 @@ def _with_coordinates(x):
   return jnp.concatenate([x, jnp.broadcast_to(xyz, (b, g, g, g, 3)).astype(x.dtype)], axis=-1)
 
 
+NETS = ("pyramid", "per_cell")
+
+
 class TopEncoder(nn.Module):
-  """Per-cell features [B, G^3, C] (and which cells a view sees, [B, G^3]) -> q(z0)'s (mean, raw scale) [B, top_dim]."""
+  """Per-cell features [B, G^3, C] (and which cells a view sees, [B, G^3]) -> q(z0)'s (mean, raw scale) [B, top_dim].
+
+  net "pyramid": strided 3-D convolutions G -> ... -> 2, then dense layers;
+  "per_cell": one 3-D convolution, 4 channels per cell, then a dense layer over all cells.
+  """
   top_dim: int
   channels: int
   grid_size: int
+  net: str = "pyramid"
 
   @nn.compact
   def __call__(self, feats, seen):
     b, g = feats.shape[0], self.grid_size
     x = jnp.concatenate([feats, seen[..., None].astype(feats.dtype)], axis=-1).reshape(b, g, g, g, -1)
     x = nn.swish(nn.Conv(self.channels, (3, 3, 3))(_with_coordinates(x)))
-    while x.shape[1] > 2:
-      x = nn.swish(nn.Conv(self.channels, (3, 3, 3), strides=(2, 2, 2))(_with_coordinates(x)))
+    if self.net == "per_cell":
+      x = nn.Dense(4)(x)
+    else:
+      while x.shape[1] > 2:
+        x = nn.swish(nn.Conv(self.channels, (3, 3, 3), strides=(2, 2, 2))(_with_coordinates(x)))
     x = nn.swish(nn.Dense(2 * self.channels)(x.reshape(b, -1)))
     out = nn.Dense(2 * self.top_dim, kernel_init=nn.initializers.zeros)(x)
     mean, raw = jnp.split(out, 2, axis=-1)
@@ -71,15 +88,23 @@ class TopEncoder(nn.Module):
 
 
 class CellPrior(nn.Module):
-  """z0 [B, top_dim] -> p(cells | z0)'s (mean, raw scale), each [B, G^3, D]."""
+  """z0 [B, top_dim] -> p(cells | z0)'s (mean, raw scale), each [B, G^3, D].
+
+  net "pyramid": a dense layer to 2^3 cells, then 3-D convolutions and nearest-neighbour doubling up to G;
+  "per_cell": a dense layer straight to every cell (a learned basis per cell, as in probabilistic PCA),
+  then one 3-D convolution.
+  """
   latent_dim: int
   channels: int
   grid_size: int
+  net: str = "pyramid"
+  top_down: int = 0  # > 0: also return this many deterministic features per cell (the scene function reads them)
 
   @nn.compact
   def __call__(self, top):
-    b = top.shape[0]
-    x = nn.swish(nn.Dense(8 * self.channels)(top)).reshape(b, 2, 2, 2, self.channels)
+    """Returns (mean, raw scale) [B, G^3, D] and the top-down features [B, G^3, top_down] (None if 0)."""
+    b, g = top.shape[0], (self.grid_size if self.net == "per_cell" else 2)
+    x = nn.swish(nn.Dense(g ** 3 * self.channels)(top)).reshape(b, g, g, g, self.channels)
     while True:
       x = nn.swish(nn.Conv(self.channels, (3, 3, 3))(_with_coordinates(x)))
       if x.shape[1] == self.grid_size:
@@ -87,4 +112,7 @@ class CellPrior(nn.Module):
       x = jnp.repeat(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2), 2, axis=3)  # nearest-neighbour x2
     out = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)(x)
     mean, raw = jnp.split(out.reshape(b, self.grid_size ** 3, 2 * self.latent_dim), 2, axis=-1)
-    return mean, raw
+    context = None
+    if self.top_down:
+      context = nn.Dense(self.top_down, name="top_down")(x).reshape(b, self.grid_size ** 3, self.top_down)
+    return mean, raw, context
