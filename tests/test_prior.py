@@ -139,9 +139,10 @@ def test_training_kl_is_beta_kl_whose_prior_side_learns_at_the_full_rate():
                           top_scale=jnp.array([[0.5, 0.7]]), seen=jnp.array([[True] * 5 + [False] * 3]))
   key = jax.random.PRNGKey(3)
   floats = (q.mean, q.scale, q.top_mean, q.top_scale)
-  grads = lambda field, beta: jax.grad(
+  grads = lambda field, beta, balance=True: jax.grad(
       lambda p, f: jnp.sum(getattr(nerf_vae.sample_posterior(model, p, posterior.Posterior(*f, q.seen), key,
-                                                              beta=beta), field)), argnums=(0, 1))(params, floats)
+                                                              beta=beta, balance=balance), field)),
+      argnums=(0, 1))(params, floats)
   s = nerf_vae.sample_posterior(model, params, q, key, beta=0.25)
   np.testing.assert_allclose(s.weighted_kl, 0.25 * s.kl, rtol=1e-5)
   (p_kl, q_kl), (p_w, q_w), (p_1, q_1) = grads("kl", 1.0), grads("weighted_kl", 0.25), grads("weighted_kl", 1.0)
@@ -151,6 +152,8 @@ def test_training_kl_is_beta_kl_whose_prior_side_learns_at_the_full_rate():
   close(p_w["params"]["cell_prior_net"], p_kl["params"]["cell_prior_net"])  # the prior: unweighted
   close(q_w[:2], (0.25 * q_kl[0], 0.25 * q_kl[1]))  # the cells' posterior: beta x
   assert float(jnp.max(jnp.abs(q_kl[0]))) > 1e-3
+  p_off, q_off = grads("weighted_kl", 0.25, balance=False)  # unbalanced: beta x everything
+  close((p_off, q_off), jax.tree.map(lambda g: 0.25 * g, (p_kl, q_kl)))
 
 
 def test_product_of_the_views_then_the_prior_is_the_product_of_experts():

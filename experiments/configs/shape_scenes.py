@@ -95,6 +95,9 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   # demo's schedule").
   c.loss.beta_warmup_steps = config_dict.placeholder(int) if tiny and recipe else (200 if tiny else 10_000)
   c.loss.free_bits = 0.0  # nats per scene below which the KL is not penalised
+  # Hierarchical prior: p(cells | z0) learns from the whole KL while beta warms up (the encoder's side is scaled
+  # by beta). Without it z0 collapsed onto N(0, I) at the demo's length (RESULTS.md, "A generative prior").
+  c.loss.kl_balance = True
   c.loss.coarse_weight = 0.1  # weight of the coarse pass's likelihood
   c.loss.targets = "all" if recipe else "held_out"  # rays from the target views, or context views too ("all")
   # Share of rays from likely-object pixels (importance-weighted). 0.75 against 0.5: mask IoU 0.49 against

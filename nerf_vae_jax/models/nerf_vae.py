@@ -296,7 +296,8 @@ class LatentSample(NamedTuple):
   weighted_kl: jax.Array  # beta * kl in value; its gradient: see ``sample_posterior``
 
 
-def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1.0) -> LatentSample:
+def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1.0,
+                     balance: bool = True) -> LatentSample:
   """One reparameterised latent z ~ q(z | views), its KL term and its log importance ratio.
 
   The KL is in closed form with the independent prior; with the hierarchical
@@ -309,7 +310,7 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   is free to move, but the prior follows it at the full rate instead of
   learning nothing (a p(cells | z0) trained at beta ~ 0 stayed blind to z0,
   and q(z0) collapsed onto N(0, I); RESULTS.md, "A generative prior"). At
-  beta = 1 the gradient is the ELBO's.
+  beta = 1 the gradient is the ELBO's. ``balance=False``: beta x KL, all of it.
   """
   if not q.hierarchical:
     z = sample_latent(key, q.mean, q.scale)
@@ -320,17 +321,19 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   top = sample_latent(k_top, q.top_mean, q.top_scale)
   (mean, scale), (prior_mean, prior_scale), top_down = _cells_given_top(model, params, q, top)
   z = sample_latent(k_cells, mean, scale)
+  # Cells no view sees have q = p: their terms cancel.
+  _log_ratio = lambda: (log_prior(model, params, z, top, (prior_mean, prior_scale))
+                        - posterior.log_normal(top, q.top_mean, q.top_scale) - posterior.log_normal(z, mean, scale))
   kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
   kl_cells = posterior.kl_normal(mean, scale, prior_mean, prior_scale)
+  if not balance:
+    return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * (kl_top + kl_cells))
   sg = jax.lax.stop_gradient
   # Value beta * kl_cells; gradient beta x on the posterior's side, 1 x on the prior's.
   kl_cells_prior_side = posterior.kl_normal(sg(mean), sg(scale), prior_mean, prior_scale)
   weighted = (beta * (kl_top + posterior.kl_normal(mean, scale, sg(prior_mean), sg(prior_scale)))
               + kl_cells_prior_side - sg(kl_cells_prior_side))
-  # Cells no view sees have q = p: their terms cancel.
-  log_ratio = (log_prior(model, params, z, top, (prior_mean, prior_scale))
-               - posterior.log_normal(top, q.top_mean, q.top_scale) - posterior.log_normal(z, mean, scale))
-  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, log_ratio, weighted)
+  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), weighted)
 
 
 def posterior_latent(model: NeRFVAE, params, q: posterior.Posterior):

@@ -52,7 +52,7 @@ def weighted_mse(rays: Rays, rgb):
 
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
               free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
-              object_fraction: float = 0.0):
+              object_fraction: float = 0.0, kl_balance: bool = True):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
@@ -63,6 +63,9 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   covers (it keeps the numbers readable). LL_coarse trains the coarse pass,
   as in NeRF.
 
+  ``kl_balance``: with the hierarchical prior, the prior learns from the whole
+  KL while beta warms up (``nerf_vae.sample_posterior``).
+
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
     nats), the KL per scene (and, with the hierarchical prior, its z0 part
@@ -71,7 +74,7 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   """
   k_z, k_rays, k_render = jax.random.split(key, 3)
   q = nerf_vae.infer(model, params, batch)
-  sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta)
+  sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta, balance=kl_balance)
   kl = sample.kl
   rays = training_rays(batch, k_rays, num_rays, targets=targets, object_fraction=object_fraction)
   ll, out = ray_log_likelihood(model, params, sample.z, rays, k_render, likelihood_scale=likelihood_scale)
