@@ -109,8 +109,10 @@ def _model_and_params(config, src, **overrides):
   return model, tx, state
 
 
-# Model overrides: the global latent, the grid, and the grid with a background token and colour features.
-LATENTS = [dict(latent="global"), dict(latent="grid"), dict(latent="grid", background_token=True, colour_features=True),
+# Model overrides: the global latent; the grid under the independent prior, alone and with a background token and
+# colour features (the token needs that prior); the grid under the hierarchical prior, averaged and as a product.
+LATENTS = [dict(latent="global"), dict(latent="grid", prior="independent"),
+           dict(latent="grid", prior="independent", background_token=True, colour_features=True),
            dict(latent="grid", prior="hierarchical"), dict(latent="grid", prior="hierarchical", posterior="poe")]
 LATENT_IDS = ["global", "grid", "grid_token_colour", "grid_hierarchical", "grid_hierarchical_poe"]
 

@@ -13,13 +13,15 @@ sessions 7-9; colour features only since session 10).
 import itertools
 
 _OFF = {"model.background_token": False, "model.colour_features": False}
-ARMS = [
+# The study ran before the hierarchical prior (which has no place for the token): every arm keeps the
+# independent prior it was run with.
+ARMS = [dict(arm, **{"model.prior": "independent"}) for arm in [
     {"loss.object_fraction": 0.5, **_OFF},  # the recipe before session 6
     dict(_OFF),  # the tiny config before session 7 (3/4 of the rays on objects)
     {"model.background_token": True, "model.colour_features": False},  # a scene-wide token for the background head
     {"model.background_token": False, "model.colour_features": True},  # the views' colours as features (tiny since session 10)
     {"model.background_token": True, "model.colour_features": True},  # both: the tiny config in sessions 7-9
-]
+]]
 
 
 def get_sweep():

@@ -20,4 +20,5 @@ ARMS = [
 
 
 def get_sweep():
-  return [dict(arm) for arm in ARMS]
+  # The study ran before the hierarchical prior (which has no place for the token): the independent prior.
+  return [dict(arm, **{"model.prior": "independent"}) for arm in ARMS]
