@@ -24,6 +24,8 @@ import sys
 
 from absl import app, flags
 
+from experiments import common
+from nerf_vae_jax import errors
 from nerf_vae_jax.train import summaries
 
 flags.DEFINE_string("config", None, "Experiment config file[:variant] for every trial.")
@@ -42,7 +44,7 @@ def load_sweep(path: str) -> list[dict]:
   spec.loader.exec_module(module)
   trials = module.get_sweep()
   if not trials or not all(isinstance(t, dict) for t in trials):
-    raise ValueError(f"{path}: get_sweep() must return a non-empty list of dicts of overrides.")
+    raise errors.ConfigError(f"{path}: get_sweep() must return a non-empty list of dicts of overrides.")
   return trials
 
 
@@ -56,7 +58,7 @@ def load_config(spec: str):
 
 
 def check_trials(config, trials: list[dict]) -> None:
-  """Raises ValueError, before anything trains, if a trial names a key the
+  """Raises ConfigError (a ValueError), before anything trains, if a trial names a key the
   config lacks or gives a value of the wrong type (ml_collections ignores
   unknown keys here, so they are looked up first)."""
   known = set(_flat_keys(config))
@@ -64,11 +66,12 @@ def check_trials(config, trials: list[dict]) -> None:
     for key in trial:
       if key not in known:
         near = difflib.get_close_matches(key, sorted(known), n=3)
-        raise ValueError(f"trial {i}: the config has no key {key!r}" + (f"; did you mean {near}?" if near else "."))
+        raise errors.ConfigError(f"trial {i}: the config has no key {key!r}"
+                                 + (f"; did you mean {near}?" if near else "."))
     try:
       config.copy_and_resolve_references().update_from_flattened_dict(trial)
     except TypeError as e:
-      raise ValueError(f"trial {i}: {e}") from None
+      raise errors.ConfigError(f"trial {i}: {e}") from None
 
 
 def _flat_keys(config, prefix: str = "") -> list[str]:
@@ -91,6 +94,7 @@ def write_summary(workdir: str, trials: list[dict]) -> None:
     last = metrics[-1] if metrics else {}
     rows.append({"trial": i, **{k: t.get(k, "") for k in keys}, **{c: last.get(c, "") for c in COLUMNS}})
   header = ["trial", *keys, *COLUMNS]
+  os.makedirs(workdir, exist_ok=True)  # trials that failed before training made nothing
   with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, header)
     w.writeheader()
@@ -102,28 +106,39 @@ def write_summary(workdir: str, trials: list[dict]) -> None:
       f.write("| " + " | ".join(fmt(r[h]) for h in header) + " |\n")
 
 
-def main(argv) -> int:
-  extra = argv[1:]  # what absl did not know: --config.x=y overrides for every trial
+def run_sweep(config: str, sweep_file: str, workdir: str, extra: list[str], dry_run: bool) -> None:
+  """Trains (or, dry, prints) every trial of ``sweep_file``, then writes the summary; raises ConfigError
+  before anything trains on a bad sweep, and UserError after the summary if any trial failed."""
   bad = [a for a in extra if not a.startswith("--config.")]
   if bad:
-    sys.exit(f"error: unknown arguments {bad}; only --config.x=y overrides pass through to the trials.")
-  trials = load_sweep(FLAGS.sweep)
+    raise errors.ConfigError(f"unknown arguments {bad}; only --config.x=y overrides pass through to the trials.")
+  trials = load_sweep(sweep_file)
   try:
-    check_trials(load_config(FLAGS.config), trials)
-  except ValueError as e:
-    sys.exit(f"error: {FLAGS.sweep}: {e}")
+    check_trials(load_config(config), trials)
+  except errors.ConfigError as e:
+    raise errors.ConfigError(f"{sweep_file}: {e}") from None
+  failed = []
   for i, overrides in enumerate(trials):
-    cmd = trial_command(FLAGS.config, os.path.join(FLAGS.workdir, f"trial_{i}"), overrides, extra)
-    if FLAGS.dry_run:
+    cmd = trial_command(config, os.path.join(workdir, f"trial_{i}"), overrides, extra)
+    if dry_run:
       print(shlex.join(["python", *cmd[1:]]))
       continue
     print(f"trial {i + 1}/{len(trials)}: {overrides}", flush=True)
     if subprocess.run(cmd).returncode != 0:
+      failed.append(i)
       print(f"trial {i} failed; see its output above.", file=sys.stderr)
-  if not FLAGS.dry_run:
-    write_summary(FLAGS.workdir, trials)
-    print(f"Summary: {os.path.join(FLAGS.workdir, 'summary.md')} and summary.csv")
-  return 0
+  if dry_run:
+    return
+  write_summary(workdir, trials)
+  print(f"Summary: {os.path.join(workdir, 'summary.md')} and summary.csv")
+  if failed:
+    raise errors.UserError(f"{len(failed)} of {len(trials)} trials failed (trials {failed}); their output is "
+                           f"above, and the summary holds what they logged. Rerun the sweep to resume them.")
+
+
+def main(argv) -> int:
+  return common.run(run_sweep, config=FLAGS.config, sweep_file=FLAGS.sweep, workdir=FLAGS.workdir,
+                    extra=argv[1:], dry_run=FLAGS.dry_run)
 
 
 if __name__ == "__main__":

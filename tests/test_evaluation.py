@@ -237,6 +237,13 @@ def test_evaluate_bad_input_is_a_clear_error(toy_run, tmp_path):
   r = _cmd(e, "experiments.evaluate", f"--workdir={edited}", "--num_scenes=1")
   assert r.returncode == 1 and "does not fit the model of" in r.stderr, r.stderr[-2000:]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))  # nothing moved aside
+  # A damaged config.json: one line that names the file, no traceback.
+  damaged = tmp_path / "damaged"
+  os.makedirs(damaged)
+  with open(damaged / "config.json", "w") as f:
+    f.write(json.dumps(cfg)[:100])
+  r = _cmd(e, "experiments.evaluate", f"--workdir={damaged}", "--num_scenes=1")
+  assert r.returncode == 1 and "config.json is not valid JSON" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_learning_curve_evaluates_each_checkpoint_once_against_training_minutes(toy_run, tmp_path):

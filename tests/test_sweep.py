@@ -54,3 +54,14 @@ def test_a_misspelt_key_or_a_wrong_type_stops_the_sweep_before_any_trial(tmp_pat
                       f"--sweep={bad}", f"--workdir={tmp_path}/w"], capture_output=True, text=True)
   assert r.returncode == 1 and "train.learning_rte" in r.stderr and "train.learning_rate" in r.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_a_failed_trial_makes_the_sweep_fail_after_its_summary(tmp_path):
+  one = tmp_path / "one.py"
+  one.write_text("def get_sweep():\n  return [{'model.latent_dim': 8}]\n")
+  r = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/shape_scenes.py:tiny",
+                      f"--sweep={one}", f"--workdir={tmp_path}/w", "--config.train.num_steps=abc"],
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 1, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines()[-1].startswith("error: 1 of 1 trials failed (trials [0])")
+  assert (tmp_path / "w" / "summary.csv").exists()

@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -154,3 +155,12 @@ def test_bad_overrides_are_clear_errors(env, tmp_path, override, message):
   r = subprocess.run(_args(data_dir, tmp_path, 2, extra=[override]), env=e, capture_output=True, text=True,
                      timeout=300)
   assert r.returncode != 0 and message in r.stderr
+
+
+def test_wrong_variant_is_one_line(env, tmp_path):
+  e, _ = env
+  r = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/shape_scenes.py:nosuch",
+                      f"--workdir={tmp_path}"], env=e, capture_output=True, text=True, timeout=300)
+  assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines()[-1] == ("error: Unknown variant 'nosuch' of shape_scenes.py; choose one of "
+                                               "tiny, tiny_long, tiny_reference, global, grid.")

@@ -77,7 +77,7 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   # Grid only: the prior of the cells. "independent": N(0, I) on every cell (the reference); "hierarchical":
   # a scene-level z0 ~ N(0, I) and p(cells | z0) (nerf_vae_jax/models/prior.py). At the demo's 1,800 steps the
   # hierarchical prior with a per-cell decoder beat the independent one on reconstruction, the IWAE bound and
-  # the samples' Fréchet distance (RESULTS.md, "A generative prior").
+  # the samples' Fréchet distance (RESULTS.md, "Can the model sample scenes?").
   c.model.prior = "hierarchical" if recipe else "independent"
   c.model.prior_net = "per_cell"  # hierarchical: "per_cell" (a dense basis per cell) or "pyramid" (2 -> 4 -> 8)
   c.model.top_dim = 64  # hierarchical: size of z0
@@ -96,7 +96,7 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.loss.beta_warmup_steps = config_dict.placeholder(int) if tiny and recipe else (200 if tiny else 10_000)
   c.loss.free_bits = 0.0  # nats per scene below which the KL is not penalised
   # Hierarchical prior: p(cells | z0) learns from the whole KL while beta warms up (the encoder's side is scaled
-  # by beta). Without it z0 collapsed onto N(0, I) at the demo's length (RESULTS.md, "A generative prior").
+  # by beta). Without it z0 collapsed onto N(0, I) at the demo's length (RESULTS.md, "Can the model sample scenes?").
   c.loss.kl_balance = True
   c.loss.coarse_weight = 0.1  # weight of the coarse pass's likelihood
   c.loss.targets = "all" if recipe else "held_out"  # rays from the target views, or context views too ("all")

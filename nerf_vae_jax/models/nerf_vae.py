@@ -309,7 +309,7 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   whole KL, unweighted. While beta warms up from 0, the encoder's posterior
   is free to move, but the prior follows it at the full rate instead of
   learning nothing (a p(cells | z0) trained at beta ~ 0 stayed blind to z0,
-  and q(z0) collapsed onto N(0, I); RESULTS.md, "A generative prior"). At
+  and q(z0) collapsed onto N(0, I); RESULTS.md, "Can the model sample scenes?"). At
   beta = 1 the gradient is the ELBO's. ``balance=False``: beta x KL, all of it.
   """
   if not q.hierarchical:

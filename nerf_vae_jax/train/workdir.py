@@ -39,7 +39,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise errors.UserError(f"{path} does not exist: {workdir} is not a training workdir.")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise errors.UserError(f"{path} is not valid JSON ({e}): restore it from the run's copy or rewrite it "
+                             f"with the config that trained {workdir}.") from None
 
 
 def make_model(config) -> tuple[nerf_vae.NeRFVAE, specs.SceneSpec]:
