@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny dataset is built once per test session; in-process
+"""Shared fixtures: the tiny dataset is built once per test run; in-process
 tests see 2 host devices (data parallelism is exercised in-process)."""
 
 import os

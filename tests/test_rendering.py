@@ -55,6 +55,18 @@ def test_stratified_edges_are_ordered_and_span_near_far():
   np.testing.assert_allclose(t[:, -1], [3.0, 2.5])
 
 
+def test_inverse_cdf_edges_are_the_closed_form_quantiles():
+  # Evenly spaced u (not randomized) through the CDF of weights 0.1, 0.6, 0.3 over [0, 1), [1, 2), [2, 3):
+  # each edge is the piecewise-linear inverse, computed here without the function's code.
+  t = jnp.array([[0.0, 1.0, 2.0, 3.0]])
+  new = np.asarray(rendering.resample_edges(None, t, jnp.array([[0.1, 0.6, 0.3]]), 9, randomized=False,
+                                            padding=0.0))[0]
+  u = np.concatenate([[0.0], (np.arange(1, 9) + 0.5) / 10, [1.0]])
+  expected = np.interp(u, [0.0, 0.1, 0.7, 1.0], [0.0, 1.0, 2.0, 3.0])
+  np.testing.assert_allclose(new, expected, atol=1e-6)
+  assert (np.diff(new) > 0).all()
+
+
 def test_inverse_cdf_resampling_follows_the_weights():
   # Coarse weights 0.1, 0.6, 0.3 over bins [0,1), [1,2), [2,3) (no padding):
   # the new edges must fall in each bin in proportion, tested over many rays.

@@ -69,7 +69,7 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   # 1,800 steps over two seeds: mask IoU 0.66-0.67 and +4.9-5.1 dB from 4 views, against 0.41-0.42 and
   # +2.9-3.0 dB with the token too (RESULTS.md, "colour features without the token"). The token holds the
   # objects back: with it they do not turn opaque, in short runs or long ones ("the long-run recipe").
-  # Over 6,500 steps (session 10's long recipe), colour features: IoU 0.668 and +5.82 dB, against 0.589
+  # Over 6,500 steps (the long recipe of 2026-11-26, 3a1b9fa), colour features: IoU 0.668 and +5.82 dB, against 0.589
   # and +5.40 without.
   c.model.background_token = False
   c.model.colour_features = recipe

@@ -1,4 +1,4 @@
-"""The backdrop study of RESULTS.md (session 7): demo-sized runs (the tiny config's 1,800 steps), two seeds each.
+"""The backdrop study of RESULTS.md (2026-11-25, 48ec688): demo-sized runs (tiny's 1,800 steps), two seeds each.
 
   python -m experiments.sweep --config=experiments/configs/shape_scenes.py:tiny \\
       --sweep=experiments/sweeps/backdrop_seeds.py --workdir=DIR --config.train.image_every=0
@@ -6,8 +6,8 @@
   python -m experiments.diagnose_background --workdir=DIR/trial_<i>
 
 RESULTS.md ran them two at a time, each on one core (taskset) with 4 host devices. Every arm sets
-both backdrop options, so the arms stay what they were whatever the tiny config's defaults (both on in
-sessions 7-9; colour features only since session 10).
+both backdrop options, so the arms stay what they were whatever the tiny config's defaults (both on from
+48ec688 to 6c87dea; colour features only since d3b910e).
 """
 
 import itertools
@@ -16,11 +16,11 @@ _OFF = {"model.background_token": False, "model.colour_features": False}
 # The study ran before the hierarchical prior (which has no place for the token): every arm keeps the
 # independent prior it was run with.
 ARMS = [dict(arm, **{"model.prior": "independent"}) for arm in [
-    {"loss.object_fraction": 0.5, **_OFF},  # the recipe before session 6
-    dict(_OFF),  # the tiny config before session 7 (3/4 of the rays on objects)
+    {"loss.object_fraction": 0.5, **_OFF},  # the recipe before the object-rays study
+    dict(_OFF),  # the tiny config before the backdrop study (3/4 of the rays on objects)
     {"model.background_token": True, "model.colour_features": False},  # a scene-wide token for the background head
-    {"model.background_token": False, "model.colour_features": True},  # the views' colours as features (tiny since session 10)
-    {"model.background_token": True, "model.colour_features": True},  # both: the tiny config in sessions 7-9
+    {"model.background_token": False, "model.colour_features": True},  # the views' colours as features (tiny today)
+    {"model.background_token": True, "model.colour_features": True},  # both: tiny from 48ec688 to 6c87dea
 ]]
 
 
