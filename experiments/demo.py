@@ -35,7 +35,7 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   from experiments.configs import shape_scenes
   from nerf_vae_jax import visualize
   from nerf_vae_jax.data import build, source
-  from nerf_vae_jax.evaluation import metrics as metrics_lib
+  from nerf_vae_jax import image_metrics
   from nerf_vae_jax.evaluation import run, sample_metrics, samples
   from nerf_vae_jax.train import loop
 
@@ -66,7 +66,7 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
         "object MSE")
   for r in metrics["results"]:
     print(f"  {r['num_context_views']:13d}  {r['mse']:8.5f}  {r['baseline_mse']:11.5f}      "
-          f"{metrics_lib.psnr(r['mse']):5.2f} dB  {metrics_lib.psnr(r['baseline_mse']):8.2f} dB   "
+          f"{image_metrics.psnr(r['mse']):5.2f} dB  {image_metrics.psnr(r['baseline_mse']):8.2f} dB   "
           f"{r['psnr']:5.2f} dB  {r['baseline_psnr']:8.2f} dB   {r['mask_iou']:8.3f}  {r['object_mse']:10.4f}")
   print("  (mean colour: every pixel painted with the mean colour of the context views; mask IoU: rendered "
         "opacity > 0.5 against the objects' true masks; object MSE: on the true object pixels)")

@@ -22,6 +22,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from nerf_vae_jax import geometry
+
 CONTEXT_KEYS = ("context_images", "context_intrinsics", "context_cam_to_world", "context_mask")
 TARGET_KEYS = ("target_images", "target_intrinsics", "target_cam_to_world")
 KEYS = CONTEXT_KEYS + TARGET_KEYS
@@ -90,3 +92,19 @@ def context(batch: dict) -> dict:
 def model_inputs(batch: dict) -> dict:
   """The arrays of the spec, without the extras the pipeline adds (``scene_id``)."""
   return {k: batch[k] for k in KEYS}
+
+
+def synthetic(spec, data_config, batch_size: int, seed: int = 0) -> dict:
+  """A training batch of ``spec``'s shapes (for benchmarks and tests): random pixels, cameras on the
+  training shell, ``data_config.max_context`` context and ``num_targets`` target views per scene."""
+  rng = np.random.default_rng(seed)
+  k, t = data_config.max_context, data_config.num_targets
+  intr = geometry.intrinsics_from_fov(spec.fov_degrees, spec.height, spec.width)
+
+  def scene():
+    n = k + t
+    pos = geometry.on_sphere(3.0, rng.uniform(0, 2 * np.pi, n), np.deg2rad(rng.uniform(15, 60, n)))
+    return {"images": rng.integers(0, 256, (n, spec.height, spec.width, 3), dtype=np.uint8),
+            "intrinsics": np.tile(intr, (n, 1)), "cam_to_world": geometry.look_at(pos, xp=np).astype(np.float32)}
+
+  return stack([from_views(scene(), range(k), k, range(k, k + t)) for _ in range(batch_size)])

@@ -26,7 +26,7 @@ def test_flop_formula_matches_xla_cost_analysis(latent):
   config.model.top_down = 8 if "top_down" in latent else 0
   config.model.latent_dim = 8
   model, spec = trainer.make_model(config)
-  batch = benchmark.synthetic_batch(spec, config.data, 2)
+  batch = batch_lib.synthetic(spec, config.data, 2)
   params = jax.eval_shape(lambda k: training.init_state(model, training.make_optimizer(config.train),
                                                         batch_lib.example(batch_lib.for_config(config, spec.height, spec.width)), k),
                           jax.random.PRNGKey(0))["params"]

@@ -17,6 +17,7 @@ from conftest import run_ok, train_args
 
 from experiments.configs import shape_scenes
 from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import image_metrics
 from nerf_vae_jax.evaluation import metrics, protocol
 from nerf_vae_jax.train import step as training
 from nerf_vae_jax.train import workdir as workdir_lib
@@ -50,17 +51,17 @@ def test_ssim_matches_its_definition_and_closed_forms():
   rng = np.random.default_rng(0)
   a = rng.uniform(size=(20, 17, 3))
   b = np.clip(a + 0.2 * rng.normal(size=a.shape), 0, 1)
-  assert metrics.ssim(a, b) == pytest.approx(_ssim_reference(a, b), rel=1e-9)
-  assert metrics.ssim(a, a) == pytest.approx(1.0)
+  assert image_metrics.ssim(a, b) == pytest.approx(_ssim_reference(a, b), rel=1e-9)
+  assert image_metrics.ssim(a, a) == pytest.approx(1.0)
   # Constant images: only the luminance term is left, (2 mu_a mu_b + c1) / (mu_a^2 + mu_b^2 + c1).
   ca, cb = np.full((16, 16, 3), 0.3), np.full((16, 16, 3), 0.6)
-  assert metrics.ssim(ca, cb) == pytest.approx((2 * 0.18 + 1e-4) / (0.09 + 0.36 + 1e-4))
-  batch = metrics.ssim(np.stack([a, a]), np.stack([a, b]))  # leading axes carried
-  np.testing.assert_allclose(batch, [1.0, metrics.ssim(a, b)])
+  assert image_metrics.ssim(ca, cb) == pytest.approx((2 * 0.18 + 1e-4) / (0.09 + 0.36 + 1e-4))
+  batch = image_metrics.ssim(np.stack([a, a]), np.stack([a, b]))  # leading axes carried
+  np.testing.assert_allclose(batch, [1.0, image_metrics.ssim(a, b)])
 
 
 def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
-  assert metrics.psnr(0.01) == pytest.approx(20.0)
+  assert image_metrics.psnr(0.01) == pytest.approx(20.0)
   scene = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[0]
   held = slice(protocol.CONTEXT_CANDIDATES, None)
   truth = scene["images"][held] / 255.0

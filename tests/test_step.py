@@ -10,7 +10,6 @@ import pytest
 from conftest import small_config
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import sharding
-from nerf_vae_jax.benchmarks import train_step as bench
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
 from nerf_vae_jax.train import memory, step as step_lib
@@ -33,7 +32,7 @@ def _setup(config, mesh):
   example = batch_lib.example(batch_lib.for_config(config, SPEC.height, SPEC.width))
   state = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)(example,
                                                                                         jax.random.PRNGKey(0))
-  batch = jax.device_put(bench.synthetic_batch(SPEC, config.data, config.train.batch_size), batch_sh)
+  batch = jax.device_put(batch_lib.synthetic(SPEC, config.data, config.train.batch_size), batch_sh)
   return model, state, batch, repl, batch_sh
 
 

@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nerf_vae_jax import geometry, rendering
-from nerf_vae_jax.evaluation import metrics
-from nerf_vae_jax.models import nerf_vae
+from nerf_vae_jax import geometry, image_metrics, rendering
+from nerf_vae_jax.models import scene_function
 from nerf_vae_jax.models.scene_function import SceneFunction
 
 
@@ -42,8 +41,9 @@ class NeRF(nn.Module):
 
 def from_config(model_config, scene_radius: float) -> NeRF:
   """The NeRF with the scene-function settings of a NeRF-VAE ``config.model``, without the latent."""
-  vae = nerf_vae.from_config(model_config, scene_radius)  # validates the config, maps the dtype
-  return NeRF(field=nerf_vae.scene_function_of(vae, "none"), num_coarse=vae.num_coarse, num_fine=vae.num_fine)
+  field = scene_function.of_settings(model_config, conditioning="none", scene_radius=scene_radius,
+                                     dtype=scene_function.dtype_of(model_config.dtype))
+  return NeRF(field=field, num_coarse=model_config.num_coarse, num_fine=model_config.num_fine)
 
 
 def fit(model: NeRF, images, intrinsics, cam_to_world, num_views, key, *, steps: int, num_rays: int = 1024,
@@ -111,9 +111,9 @@ def fit(model: NeRF, images, intrinsics, cam_to_world, num_views, key, *, steps:
     params, opt_state, mse = run(params, opt_state, done, length, data)
     done += length
     if log_every:
-      print(f"  NeRF step {done}/{steps}: training PSNR {float(jnp.mean(metrics.psnr(mse, jnp))):.2f} dB "
+      print(f"  NeRF step {done}/{steps}: training PSNR {float(jnp.mean(image_metrics.psnr(mse, jnp))):.2f} dB "
             f"(mean of {n})", flush=True)
-  return params, metrics.psnr(mse, jnp)
+  return params, image_metrics.psnr(mse, jnp)
 
 
 def render_views(model: NeRF, params, intrinsics, cam_to_world, height: int, width: int, chunk: int = 4096):

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from nerf_vae_jax import batch as batch_lib
-from nerf_vae_jax import flops, geometry, sharding
+from nerf_vae_jax import flops, sharding
 from nerf_vae_jax.benchmarks import data as data_benchmark, memory_table
 from nerf_vae_jax.data import build, pipeline
 from nerf_vae_jax.evaluation import protocol
@@ -72,21 +72,6 @@ def measured_matmul_peak(rows: int, width: int, repeats: int = 10) -> float:
   return 2 * rows * width * width / best
 
 
-def synthetic_batch(spec, data_config, batch_size: int, seed: int = 0) -> dict:
-  """A training batch of the right shapes: random pixels, cameras on the training shell."""
-  rng = np.random.default_rng(seed)
-  k, t = data_config.max_context, data_config.num_targets
-  intr = geometry.intrinsics_from_fov(spec.fov_degrees, spec.height, spec.width)
-
-  def scene():
-    n = k + t
-    pos = geometry.on_sphere(3.0, rng.uniform(0, 2 * np.pi, n), np.deg2rad(rng.uniform(15, 60, n)))
-    return {"images": rng.integers(0, 256, (n, spec.height, spec.width, 3), dtype=np.uint8),
-            "intrinsics": np.tile(intr, (n, 1)), "cam_to_world": geometry.look_at(pos, xp=np).astype(np.float32)}
-
-  return batch_lib.stack([batch_lib.from_views(scene(), range(k), k, range(k, k + t)) for _ in range(batch_size)])
-
-
 def time_train_step(config, model, spec, devices, steps: int, warmup: int) -> dict:
   """Median step time on ``devices`` (global batch from the config), XLA's FLOPs, recompilations."""
   mesh = sharding.make_mesh(devices)
@@ -95,7 +80,7 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int) -> di
   key = jax.random.PRNGKey(0)
   state = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)(
       batch_lib.example(batch_lib.for_config(config, spec.height, spec.width)), key)
-  batch = jax.device_put(synthetic_batch(spec, config.data, config.train.batch_size), batch_sh)
+  batch = jax.device_put(batch_lib.synthetic(spec, config.data, config.train.batch_size), batch_sh)
   traces = []
 
   def step(state, batch, key):

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from nerf_vae_jax import batch as batch_lib
-from nerf_vae_jax import geometry, sharding, visualize
+from nerf_vae_jax import geometry, image_metrics, sharding, visualize
 from nerf_vae_jax.evaluation import metrics
 from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
 
@@ -186,7 +186,7 @@ def background_breakdown(model, params, scenes: list[dict], num_context: int, ba
     for i, scene in enumerate(chunk):
       truth = scene["images"][HELD_OUT] / 255.0
       back = scene["masks"][HELD_OUT] == 0
-      err = metrics.squared_error_map(pred["rgb"][i], truth)
+      err = image_metrics.squared_error_map(pred["rgb"][i], truth)
       out.append({"background_mse": float(err[back].mean()),
                   "colour_error": float(np.mean((pred["background"][i] - np.median(truth[back], axis=0)) ** 2)),
                   "background_opacity": float(np.asarray(pred["acc"][i])[back].mean())})

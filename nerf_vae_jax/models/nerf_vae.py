@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from nerf_vae_jax import errors, geometry, rendering
-from nerf_vae_jax.models import grid, posterior
+from nerf_vae_jax.models import grid, posterior, scene_function
 from nerf_vae_jax.models import prior as prior_lib
 from nerf_vae_jax.models.encoder import Encoder
-from nerf_vae_jax.models.scene_function import BackgroundHead, SceneFunction
+from nerf_vae_jax.models.scene_function import BackgroundHead
 
 
 class NeRFVAE(nn.Module):
@@ -99,7 +99,8 @@ class NeRFVAE(nn.Module):
       self.top_encoder = prior_lib.TopEncoder(self.top_dim, self.prior_channels, self.grid_size, self.prior_net)
       self.cell_prior_net = prior_lib.CellPrior(self.latent_dim, self.prior_channels, self.grid_size, self.prior_net,
                                                 self.top_down)
-    self.scene_function = scene_function_of(self, self.latent)
+    self.scene_function = scene_function.of_settings(self, conditioning=self.latent,
+                                                     scene_radius=self.scene_radius, dtype=self.dtype)
     self.background = BackgroundHead()
 
   def infer(self, context: dict):
@@ -219,23 +220,15 @@ class NeRFVAE(nn.Module):
     return self.render_rays(z, origins, directions, key)
 
 
-def scene_function_of(m: NeRFVAE, conditioning: str) -> SceneFunction:
-  """The scene function of a NeRF-VAE's settings (``conditioning="none"``: the per-scene NeRF's)."""
-  return SceneFunction(
-      width=m.mlp_width, depth=m.mlp_depth, position_frequencies=m.position_frequencies,
-      direction_frequencies=m.direction_frequencies, conditioning=conditioning, grid_size=m.grid_size,
-      film_init_scale=m.film_init_scale, scene_radius=m.scene_radius, dtype=m.dtype)
-
-
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
-  choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE), "dtype": ("float32", "bfloat16"),
+  choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE),
              "prior": ("independent", "hierarchical"), "prior_net": prior_lib.NETS}
   for field, allowed in choices.items():
     value = config.get(field, getattr(NeRFVAE, field, None))  # runs saved before a field existed: its default
     if value not in allowed:
       raise errors.ConfigError(f"config.model.{field}={value!r}; choose one of {', '.join(allowed)}.")
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
+  dtype = scene_function.dtype_of(config.dtype)
   fields = {k: v for k, v in config.items() if k != "dtype"}
   fields["encoder_channels"] = tuple(fields["encoder_channels"])
   return NeRFVAE(scene_radius=scene_radius, dtype=dtype, **fields)

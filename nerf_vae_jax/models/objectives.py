@@ -15,7 +15,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from nerf_vae_jax.evaluation import metrics as metrics_lib
+from nerf_vae_jax import image_metrics
 from nerf_vae_jax.models import nerf_vae, posterior
 from nerf_vae_jax.models.nerf_vae import NeRFVAE
 from nerf_vae_jax.models.ray_sampling import Rays, training_rays
@@ -85,7 +85,7 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   metrics = {
       "loss": -per_pixel(objective), "elbo_per_pixel": per_pixel(ll["fine"] - kl),
       "ll_per_pixel": per_pixel(ll["fine"]), "kl_per_pixel": per_pixel(kl), "kl": jnp.mean(kl),
-      "mse": mse, "psnr": metrics_lib.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
+      "mse": mse, "psnr": image_metrics.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
       "beta": jnp.asarray(beta, jnp.float32),
   }
   if q.hierarchical:

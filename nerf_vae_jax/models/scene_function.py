@@ -25,8 +25,29 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nerf_vae_jax import rendering
+from nerf_vae_jax import errors, rendering
 from nerf_vae_jax.models import grid
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# SceneFunction's field <- the NeRF-VAE setting (a config.model field, and the NeRFVAE field of that name).
+_SETTINGS = {"width": "mlp_width", "depth": "mlp_depth", "position_frequencies": "position_frequencies",
+             "direction_frequencies": "direction_frequencies", "grid_size": "grid_size",
+             "film_init_scale": "film_init_scale"}
+
+
+def dtype_of(name: str):
+  """The matmul dtype of ``config.model.dtype``."""
+  if name not in DTYPES:
+    raise errors.ConfigError(f"config.model.dtype={name!r}; choose one of {', '.join(DTYPES)}.")
+  return DTYPES[name]
+
+
+def of_settings(settings, *, conditioning: str, scene_radius: float, dtype) -> "SceneFunction":
+  """The scene function of NeRF-VAE settings: a ``config.model`` or a ``NeRFVAE`` (the same field names).
+  ``conditioning="none"``: the per-scene NeRF's, without the latent."""
+  return SceneFunction(**{field: getattr(settings, name) for field, name in _SETTINGS.items()},
+                       conditioning=conditioning, scene_radius=scene_radius, dtype=dtype)
 
 
 class SceneFunction(nn.Module):

@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nerf_vae_jax import errors
-from nerf_vae_jax.evaluation import metrics as metrics_lib
+from nerf_vae_jax import errors, image_metrics
 from nerf_vae_jax.models import objectives, ray_sampling
 
 
@@ -123,7 +122,7 @@ def loss_and_grads(model, config, params, batch, keys, step, devices: int = 1):
     total, _ = jax.lax.scan(body, zeros, (jax.tree.map(split, batch), split(keys)))
     (loss, metrics), grads = jax.tree.map(lambda x: x / m, total)
   # The PSNR of the mean error, not the mean of per-scene PSNRs (as without vmap).
-  metrics = dict(metrics, psnr=metrics_lib.psnr(metrics["mse"], jnp))
+  metrics = dict(metrics, psnr=image_metrics.psnr(metrics["mse"], jnp))
   return loss, metrics, grads
 
 
