@@ -37,11 +37,11 @@ def main(argv):
     if not FLAGS.source or not FLAGS.format:
       sys.exit("error: converting a multiview dataset needs --source=DIR and --format=blender|srn.")
     centre = [float(x) for x in FLAGS.scene_centre] if FLAGS.scene_centre else None
-    sys.exit(common.run(multiview.convert, name.split("/", 1)[1], FLAGS.source, FLAGS.format,
-                        FLAGS.data_dir or build.default_data_dir(), views=FLAGS.views, resolution=FLAGS.resolution,
+    sys.exit(common.run(multiview.convert, name=name.split("/", 1)[1], source=FLAGS.source, fmt=FLAGS.format,
+                        data_dir=FLAGS.data_dir or build.default_data_dir(), views=FLAGS.views, resolution=FLAGS.resolution,
                         background=[float(x) for x in FLAGS.background], scene_radius=FLAGS.scene_radius,
                         scene_centre=centre, split_file=FLAGS.split_file))
-  sys.exit(common.run(build.build, name, FLAGS.data_dir, FLAGS.workers))
+  sys.exit(common.run(build.build, name=name, data_dir=FLAGS.data_dir, workers=FLAGS.workers))
 
 
 if __name__ == "__main__":

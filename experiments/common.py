@@ -37,13 +37,28 @@ def _unknown_field(e: AttributeError):
   return str(e).strip("\"'")
 
 
-def run(fn, *args, **kwargs) -> int:
-  """Calls fn; the project's own errors (``errors.UserError``: bad input whose
+def define_run_flags(*, step: bool = True, scenes: int | None = None, scenes_help: str = "Scenes to use.",
+                     split: bool = False) -> None:
+  """The flags of the commands that read one training run: ``--workdir`` (required), ``--data_dir``, and
+  ``--step`` (``step``), ``--num_scenes`` (``scenes``: its default; 0 for a default of None) and ``--split``."""
+  flags.DEFINE_string("workdir", None, "The training run's workdir (holds config.json and checkpoints/).")
+  flags.DEFINE_string("data_dir", None, "Where the dataset is (default: the run's, in config.json).")
+  if step:
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  if scenes is not None:
+    flags.DEFINE_integer("num_scenes", scenes or None, scenes_help)
+  if split:
+    flags.DEFINE_string("split", "test", "Dataset split: test or test_ood.")
+  flags.mark_flags_as_required(["workdir"])
+
+
+def run(fn, /, **kwargs) -> int:
+  """Calls fn with keyword arguments; the project's own errors (``errors.UserError``: bad input whose
   message says what to do) are one line on stderr and exit code 1. Any other
   exception keeps its traceback."""
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it renames at INFO
   try:
-    fn(*args, **kwargs)
+    fn(**kwargs)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

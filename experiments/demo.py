@@ -94,7 +94,8 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
 def main(argv):
   del argv
   from experiments import common
-  sys.exit(common.run(demo, FLAGS.out, FLAGS.steps, FLAGS.num_scenes, FLAGS.data_dir, FLAGS.dataset))
+  sys.exit(common.run(demo, out=FLAGS.out, steps=FLAGS.steps, num_scenes=FLAGS.num_scenes, data_dir=FLAGS.data_dir,
+                      dataset=FLAGS.dataset))
 
 
 if __name__ == "__main__":

@@ -19,17 +19,14 @@ from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.train import workdir as workdir_lib
 
-flags.DEFINE_string("workdir", None, "The training run's workdir.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-flags.DEFINE_integer("num_scenes", 64, "Test scenes.")
+common.define_run_flags(scenes=64, scenes_help="Test scenes.")
 flags.DEFINE_integer("context", 4, "Context views.")
-flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 
-def diagnose(workdir, step, num_scenes, context):
+def diagnose(workdir, step, num_scenes, context, data_dir=None):
   config, model, _, params, step = workdir_lib.restore_params(workdir, step)
-  src = source.SceneSource(config.data.name, "test", config.data.data_dir)
+  src = source.SceneSource(config.data.name, "test", data_dir or config.data.data_dir)
   scenes = [src[i] for i in range(min(num_scenes, len(src)))]
   rows = protocol.background_breakdown(model, params, scenes, context)
   means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -40,7 +37,8 @@ def diagnose(workdir, step, num_scenes, context):
 
 def main(argv):
   del argv
-  sys.exit(common.run(diagnose, FLAGS.workdir, FLAGS.step, FLAGS.num_scenes, FLAGS.context))
+  sys.exit(common.run(diagnose, workdir=FLAGS.workdir, step=FLAGS.step, num_scenes=FLAGS.num_scenes,
+                      context=FLAGS.context, data_dir=FLAGS.data_dir))
 
 
 if __name__ == "__main__":

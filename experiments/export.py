@@ -22,8 +22,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) != 2:
     sys.exit("usage: python -m experiments.export shape_scenes/<config> --format=blender|srn --out=DIR")
-  sys.exit(common.run(export.export, argv[1], FLAGS.format, FLAGS.out, FLAGS.splits, FLAGS.num_scenes,
-                      FLAGS.data_dir))
+  sys.exit(common.run(export.export, name=argv[1], fmt=FLAGS.format, out=FLAGS.out, splits=FLAGS.splits,
+                      num_scenes=FLAGS.num_scenes, data_dir=FLAGS.data_dir))
 
 
 if __name__ == "__main__":

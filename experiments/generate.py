@@ -11,19 +11,16 @@ from absl import app, flags
 from experiments import common
 from nerf_vae_jax.evaluation import samples
 
-flags.DEFINE_string("workdir", None, "The training run's workdir.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+common.define_run_flags()
 flags.DEFINE_integer("num_samples", 16, "Scenes to sample from the prior.")
 flags.DEFINE_integer("num_frames", 24, "Frames of the orbit.")
 flags.DEFINE_integer("num_pairs", 3, "Pairs of test scenes to interpolate between.")
 flags.DEFINE_integer("num_steps", 8, "Latents along each interpolation.")
 flags.DEFINE_integer("seed", 0, "Seed of the prior samples.")
-flags.DEFINE_string("data_dir", None, "Where the dataset is (default: the run's).")
 flags.DEFINE_integer("metric_scenes", 128, "Scenes per set of the sample metrics (0: no metrics).")
 flags.DEFINE_integer("far_side_scenes", 32, "Test scenes of the far-side spread from 1 view (0: none).")
 flags.DEFINE_float("temperature", 1.0, "Scales the prior samples' noise at every level (1: the prior itself); "
                    "another value writes eval/STEP/generate_t<T>/.")
-flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 

@@ -12,9 +12,9 @@ from absl import app, flags
 from experiments import common
 from nerf_vae_jax.evaluation import nerf_comparison
 
-flags.DEFINE_string("workdir", None, "A NeRF-VAE run's workdir (config.json gives the architecture and data).")
-flags.DEFINE_string("split", "test", "Split of the run's dataset (ignored with --dense).")
-flags.DEFINE_integer("num_scenes", 8, "Scenes (each fitted once per number of views).")
+# The run's config.json gives the NeRF's architecture and the data; --split is ignored with --dense.
+common.define_run_flags(step=False, scenes=8, scenes_help="Scenes (each fitted once per number of views).",
+                        split=True)
 flags.DEFINE_list("context", ["1", "2", "3", "4"], "Numbers of training views (without --dense).")
 flags.DEFINE_bool("dense", False, "Use shape_scenes/dense: train on --views views, score on the last 10.")
 flags.DEFINE_list("views", ["8", "16", "32", "64", "100"], "Numbers of training views with --dense.")
@@ -22,16 +22,16 @@ flags.DEFINE_integer("steps", 1000, "Adam steps per NeRF.")
 flags.DEFINE_integer("num_rays", 512, "Random training pixels per step per NeRF.")
 flags.DEFINE_float("learning_rate", 5e-3, "Peak learning rate (cosine decay).")
 flags.DEFINE_integer("group", 16, "NeRFs fitted at once (vmapped).")
-flags.DEFINE_string("data_dir", None, "Where the datasets are (default: the run's).")
-flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   counts = [int(v) for v in (FLAGS.views if FLAGS.dense else FLAGS.context)]
-  sys.exit(common.run(nerf_comparison.run_baseline, FLAGS.workdir, FLAGS.split, FLAGS.num_scenes, counts,
-                      FLAGS.dense, FLAGS.steps, FLAGS.num_rays, FLAGS.learning_rate, FLAGS.group, FLAGS.data_dir))
+  sys.exit(common.run(nerf_comparison.run_baseline, workdir=FLAGS.workdir, split=FLAGS.split,
+                      num_scenes=FLAGS.num_scenes, counts=counts, dense=FLAGS.dense, steps=FLAGS.steps,
+                      num_rays=FLAGS.num_rays, learning_rate=FLAGS.learning_rate, group=FLAGS.group,
+                      data_dir=FLAGS.data_dir))
 
 
 if __name__ == "__main__":

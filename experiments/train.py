@@ -33,7 +33,7 @@ def main(argv):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from nerf_vae_jax.train import loop
-  sys.exit(common.run(loop.train, FLAGS.config, FLAGS.workdir))
+  sys.exit(common.run(loop.train, config=FLAGS.config, workdir=FLAGS.workdir))
 
 
 if __name__ == "__main__":
