@@ -91,99 +91,123 @@ def make_preview(model, spec, mesh):
   return preview
 
 
-def train(config, workdir: str) -> dict:
-  """Trains (or resumes) ``config`` in ``workdir``; returns the last logged metrics."""
-  # ---- Set-up.
-  workdir_lib.save_config(config, workdir)
-  mesh = sharding.make_mesh()
-  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  per_process = sharding.check_batch_size(config.train.batch_size)
-  model, spec = workdir_lib.make_model(config)
-  tx = step_lib.make_optimizer(config.train)
-  init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
-
-  # ---- Train state, created directly in its (replicated) sharding.
+def _initial_state(config, workdir, model, tx, spec, mngr, it, repl):
+  """The train state, created directly in its (replicated) sharding or restored with the data iterator's
+  position; returns (state, its abstract shapes, the start step)."""
   example = batch_lib.example(batch_lib.for_config(config, spec.height, spec.width))
+  init_key = jax.random.split(jax.random.PRNGKey(config.seed))[0]
   init = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)
   traced_init = init.trace(example, init_key)  # traced once: for the shapes and, if needed, to run
   abstract = traced_init.out_info
-  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
-  it = input_pipeline(config, per_process)
   if mngr.all_steps():
     state, data_state, start = checkpoints.restore(mngr, checkpoints.abstract_like(abstract, repl))
     it.set_state(data_state)
     _log(f"Resumed from the checkpoint at step {start} in {workdir}.")
   else:
     state, start = traced_init.lower().compile()(example, init_key), 0
-  n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract["params"]))
-  _log(f"NeRF-VAE ({config.model.latent} latent, {n_params:,} parameters) on {jax.device_count()} "
-       f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es); global batch "
-       f"{config.train.batch_size} scenes; steps {start} -> {config.train.num_steps}.")
+  return state, abstract, start
 
-  # ---- The update step: state donated, batch sharded on `data`.
+
+def _compiled_step(config, model, tx, spec, mesh, abstract, train_key):
+  """The update step (state donated, batch sharded on ``data``), compiled ahead of the first batch so that
+  a step that cannot fit stops here, with the numbers."""
+  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   step_fn = jax.jit(functools.partial(step_lib.train_step, model, tx, config, devices=mesh.size),
                     in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
-  train_key = jax.device_put(train_key, repl)
-  # Compiled ahead of the first batch, so that a step that cannot fit stops here, with the numbers.
   batch_structs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh) for k, v in
                    batch_lib.for_config(config, spec.height, spec.width, config.train.batch_size).items()}
   step_fn = step_fn.lower(checkpoints.abstract_like(abstract, repl), batch_structs, train_key).compile()
   _log(memory.report(memory.step_bytes(step_fn), memory.device_capacity(config.train.get("memory_limit_gib")),
                      config))
+  return step_fn
 
+
+def _check_losses(pending, mngr, workdir):
+  """Raises NonFiniteLossError at the first NaN or infinite loss among (step, loss) pairs."""
+  for s, loss in jax.device_get(pending):
+    if not np.isfinite(loss):
+      last_good = mngr.latest_step()
+      kept = (f"The last good checkpoint is kept in {workdir}/checkpoints (step {last_good})."
+              if last_good is not None else "No checkpoint had been saved yet.")
+      raise NonFiniteLossError(f"The loss became {float(loss)} at step {s}; stopping. {kept} Lower "
+                               f"config.train.learning_rate or check the data.")
+
+
+class _Progress:
+  """Throughput since the last log, training minutes carried over a resume (for learning curves against
+  time), and the wall-clock budget (the same for every arm of a study)."""
+
+  def __init__(self, config, workdir, start):
+    earlier = [r for r in summaries.read_metrics(workdir) if r["step"] <= start]
+    self.elapsed0 = earlier[-1].get("elapsed_minutes", 0.0) if earlier else 0.0
+    self.t_start = self.t0 = time.time()
+    self.s0, self.num_steps = start, config.train.num_steps
+    self.rays_per_step = config.train.batch_size * config.loss.num_rays
+    budget = config.train.get("time_budget_minutes", 0)
+    self.deadline = time.time() + 60 * budget if budget else float("inf")
+
+  def out_of_time(self) -> bool:
+    return time.time() > self.deadline
+
+  def log(self, step, metrics, writer) -> dict:
+    """Writes the step's metrics with its throughput and prints the progress line; returns the metrics."""
+    last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    last["steps_per_s"] = (step - self.s0) / (time.time() - self.t0)
+    last["rays_per_s"] = last["steps_per_s"] * self.rays_per_step
+    last["elapsed_minutes"] = self.elapsed0 + (time.time() - self.t_start) / 60
+    writer.scalars(step, last)
+    eta = (self.num_steps - step) / max(last["steps_per_s"], 1e-9)
+    _log(f"step {step}/{self.num_steps}  loss {last['loss']:.4f}  psnr {last['psnr']:.2f}  "
+         f"kl {last['kl']:.1f}  {last['steps_per_s']:.2f} steps/s  {last['rays_per_s']:,.0f} rays/s  "
+         f"ETA {eta / 60:.1f} min")
+    self.t0, self.s0 = time.time(), step
+    return last
+
+
+def train(config, workdir: str) -> dict:
+  """Trains (or resumes) ``config`` in ``workdir``; returns the last logged metrics."""
+  workdir_lib.save_config(config, workdir)
+  mesh = sharding.make_mesh()
+  repl = sharding.replicated(mesh)
+  model, spec = workdir_lib.make_model(config)
+  tx = step_lib.make_optimizer(config.train)
+  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  it = input_pipeline(config, sharding.check_batch_size(config.train.batch_size))
+  state, abstract, start = _initial_state(config, workdir, model, tx, spec, mngr, it, repl)
+  n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract["params"]))
+  _log(f"NeRF-VAE ({config.model.latent} latent, {n_params:,} parameters) on {jax.device_count()} "
+       f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es); global batch "
+       f"{config.train.batch_size} scenes; steps {start} -> {config.train.num_steps}.")
+  train_key = jax.device_put(jax.random.split(jax.random.PRNGKey(config.seed))[1], repl)
+  step_fn = _compiled_step(config, model, tx, spec, mesh, abstract, train_key)
   preview = make_preview(model, spec, mesh)
   writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, resume_step=start)
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
-
-  # ---- The loop. The host waits on the device only at logging and
-  # checkpoint steps, where the losses since the last check are inspected.
-  pending, last, t0, s0 = [], {}, time.time(), start
-  # Wall-clock minutes of training so far (carried over a resume), for learning curves against time.
-  earlier = [r for r in summaries.read_metrics(workdir) if r["step"] <= start]
-  elapsed0 = earlier[-1].get("elapsed_minutes", 0.0) if earlier else 0.0
-  t_start = time.time()
-  budget = config.train.get("time_budget_minutes", 0)
-  deadline = time.time() + 60 * budget if budget else float("inf")
-  rays_per_step = config.train.batch_size * config.loss.num_rays
+  progress, pending, last, final = _Progress(config, workdir, start), [], {}, config.train.num_steps
   # How often the processes agree on stopping: every step on one process (free), else every few steps
   # (a small all-gather that waits for the step in flight).
   stop_every = 1 if jax.process_count() == 1 else config.train.get("stop_check_every", 10)
   try:
-    for step in range(start + 1, config.train.num_steps + 1):
+    # The host waits on the device only at logging and checkpoint steps, where the losses since the last
+    # check are inspected.
+    for step in range(start + 1, final + 1):
       batch = sharding.global_batch(batch_lib.model_inputs(next(it)), mesh)
-      # Everything the step reads is already on the devices: an implicit
-      # host-to-device copy here would be a silent slowdown, so it is an error.
+      # Everything the step reads is already on the devices: an implicit host-to-device copy here would be
+      # a silent slowdown, so it is an error.
       with jax.transfer_guard("disallow"):
         state, metrics = step_fn(state, batch, train_key)
       pending.append((step, metrics["loss"]))
-      if time.time() > deadline:  # the same wall-clock budget for every arm of a study
+      if progress.out_of_time():
         stop["signal"] = stop["signal"] or "time budget"
-      stopping = (step % stop_every == 0 or step == config.train.num_steps) and agree_to_stop(bool(stop["signal"]))
-      is_log = step % config.train.log_every == 0 or step == config.train.num_steps
-      is_ckpt = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
+      stopping = (step % stop_every == 0 or step == final) and agree_to_stop(bool(stop["signal"]))
+      is_log = step % config.train.log_every == 0 or step == final
+      is_ckpt = step % config.train.checkpoint_every == 0 or step == final
       if is_log or is_ckpt or stopping:
-        for s, loss in jax.device_get(pending):
-          if not np.isfinite(loss):
-            last_good = mngr.latest_step()
-            kept = (f"The last good checkpoint is kept in {workdir}/checkpoints (step {last_good})."
-                    if last_good is not None else "No checkpoint had been saved yet.")
-            raise NonFiniteLossError(
-                f"The loss became {float(loss)} at step {s}; stopping. {kept} Lower "
-                f"config.train.learning_rate or check the data.")
+        _check_losses(pending, mngr, workdir)
         pending = []
       if is_log:
-        dt = time.time() - t0
-        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        last["steps_per_s"] = (step - s0) / dt
-        last["rays_per_s"] = last["steps_per_s"] * rays_per_step
-        last["elapsed_minutes"] = elapsed0 + (time.time() - t_start) / 60
-        writer.scalars(step, last)
-        eta = (config.train.num_steps - step) / max(last["steps_per_s"], 1e-9)
-        _log(f"step {step}/{config.train.num_steps}  loss {last['loss']:.4f}  psnr {last['psnr']:.2f}  "
-             f"kl {last['kl']:.1f}  {last['steps_per_s']:.2f} steps/s  {last['rays_per_s']:,.0f} rays/s  "
-             f"ETA {eta / 60:.1f} min")
-        t0, s0 = time.time(), step
+        last = progress.log(step, metrics, writer)
       if config.train.image_every and step % config.train.image_every == 0:  # every process: a collective
         writer.image(step, "context|target|reconstruction|depth", preview(state["params"], batch))
       if is_ckpt or stopping:
