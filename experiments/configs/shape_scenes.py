@@ -57,13 +57,13 @@ _TINY_RECIPE = {
 }
 
 VARIANTS = {
-    "global": {},
-    "grid": RECIPE,
-    "tiny_reference": TINY,
     "tiny": _TINY_RECIPE,
     # ("`tiny`'s schedule over 6,500 steps: the new `tiny_long`")
     "tiny_long": {**_TINY_RECIPE, "train.num_steps": 6500, "train.checkpoint_every": 500,
                   "train.keep_checkpoints": 100},
+    "tiny_reference": TINY,
+    "global": {},
+    "grid": RECIPE,
 }
 
 
