@@ -13,7 +13,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")  
 flags.FLAGS.mark_as_parsed()  # as an absl app would (grain's worker processes read absl flags)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # tests/ is one directory: built once per run
 def tiny_data_dir(tmp_path_factory):
   from nerf_vae_jax.data import build
   data_dir = os.environ.get("NERF_VAE_TEST_DATA_DIR") or str(tmp_path_factory.mktemp("tfds"))
@@ -30,7 +30,7 @@ SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.data.nam
          "--config.model.grid_size=4"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # tests/ is one directory: built once per run
 def runner_env(tiny_data_dir, tmp_path_factory):
   """(environment for subprocesses, tiny data dir); the subprocesses share a compilation cache."""
   e = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu",
