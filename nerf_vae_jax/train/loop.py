@@ -91,11 +91,10 @@ def make_preview(model, spec, mesh):
   return preview
 
 
-def _initial_state(config, workdir, model, tx, spec, mngr, it, repl):
+def _initial_state(config, workdir, model, tx, spec, mngr, it, repl, init_key):
   """The train state, created directly in its (replicated) sharding or restored with the data iterator's
   position; returns (state, its abstract shapes, the start step)."""
   example = batch_lib.example(batch_lib.for_config(config, spec.height, spec.width))
-  init_key = jax.random.split(jax.random.PRNGKey(config.seed))[0]
   init = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)
   traced_init = init.trace(example, init_key)  # traced once: for the shapes and, if needed, to run
   abstract = traced_init.out_info
@@ -173,12 +172,13 @@ def train(config, workdir: str) -> dict:
   tx = step_lib.make_optimizer(config.train)
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   it = input_pipeline(config, sharding.check_batch_size(config.train.batch_size))
-  state, abstract, start = _initial_state(config, workdir, model, tx, spec, mngr, it, repl)
+  init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  state, abstract, start = _initial_state(config, workdir, model, tx, spec, mngr, it, repl, init_key)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract["params"]))
   _log(f"NeRF-VAE ({config.model.latent} latent, {n_params:,} parameters) on {jax.device_count()} "
        f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es); global batch "
        f"{config.train.batch_size} scenes; steps {start} -> {config.train.num_steps}.")
-  train_key = jax.device_put(jax.random.split(jax.random.PRNGKey(config.seed))[1], repl)
+  train_key = jax.device_put(train_key, repl)
   step_fn = _compiled_step(config, model, tx, spec, mesh, abstract, train_key)
   preview = make_preview(model, spec, mesh)
   writer = summaries.Writer(workdir, enabled=jax.process_index() == 0, resume_step=start)
