@@ -2,7 +2,7 @@
 (nerf_vae_jax/benchmarks/train_step.py).
 
   python -m experiments.benchmark --config=experiments/configs/shape_scenes.py:global [--config.x=y]
-      [--json=FILE] [--steps=20]
+      [--json=FILE] [--steps=20] [--profile_dir=DIR]
   # Memory per device against per-device batch, micro-batches and remat (compiled, not run):
   python -m experiments.benchmark --config=experiments/configs/shape_scenes.py:global --memory_table \
       [--batches=1,2,4,8] [--microbatches=1,2,4] [--capacity_gib=80]
@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
-from nerf_vae_jax.benchmarks import memory_table, train_step
+from nerf_vae_jax.benchmarks import memory_table, profile, train_step
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
@@ -24,6 +24,8 @@ flags.DEFINE_integer("warmup", 3, "Untimed steps first (compilation, caches).")
 flags.DEFINE_integer("pipeline_workers", 2, "grain workers for the pipeline measurement.")
 flags.DEFINE_integer("pipeline_batches", 40, "Batches read for the pipeline measurement.")
 flags.DEFINE_list("render_sizes", [], "Also render one view of each of these sizes (e.g. 256) and time it.")
+flags.DEFINE_string("profile_dir", None, "Also profile 3 steps (jax.profiler) into this folder and print the "
+                    "device time per op kind and per op (nerf_vae_jax/benchmarks/profile.py).")
 flags.DEFINE_bool("memory_table", False, "Only tabulate the step's memory per device (nerf_vae_jax/benchmarks/"
                   "memory_table.py) over --batches x --microbatches x remat off/on.")
 flags.DEFINE_list("batches", ["1", "2", "4", "8"], "Scenes per device for --memory_table.")
@@ -44,8 +46,10 @@ def benchmark_and_report():
         json.dump(r, f, indent=2)
     return
   r = train_step.benchmark(FLAGS.config, overrides, FLAGS.steps, FLAGS.warmup, FLAGS.pipeline_workers,
-                           FLAGS.pipeline_batches, FLAGS.render_sizes)
+                           FLAGS.pipeline_batches, FLAGS.render_sizes, FLAGS.profile_dir)
   train_step.print_table(r)
+  if r.get("op_breakdown"):
+    print(profile.markdown(r["op_breakdown"]))
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump(r, f, indent=2)

@@ -55,43 +55,17 @@ def test_benchmark_writes_its_json(runner_env, tmp_path):
   assert set(b["per_device_count"]) == {"1", "2"}
   for run in b["per_device_count"].values():
     assert run["train_step_s"] > 0 and run["recompilations_after_warmup"] == 0 and run["step_memory_bytes"] > 0
-    assert run["microbatches"] == 1 and run["memory_note"] is None  # it fits as it is: run as it is
+    assert run["microbatches"] == 1 and "the config as it is" in run["memory_note"]  # it fits: run as it is
     assert run["achieved_flops_per_s"] == pytest.approx(b["model_flops_per_step"] / run["train_step_s"])
-    # (No upper bound: the toy model's in-run peak is a 32-wide matmul, and a busy machine moves it.)
-    assert run["mfu"] == pytest.approx(run["achieved_flops_per_s"] / run["peak_flops_per_s"]) and run["mfu"] > 0
+    # The CPU's peak is measured at least 256 wide, a bound on what the toy's 32-wide layers reach.
+    assert run["mfu"] == pytest.approx(run["achieved_flops_per_s"] / run["peak_flops_per_s"])
+    assert 0 < run["mfu"] <= 1 and "mfu_warning" not in run
     assert b["peak_source"] == "measured"
     assert run["samples_per_s"] == pytest.approx(run["rays_per_s"] * 16)  # 8 coarse + 8 fine samples per ray
   assert b["model_flops_per_step"] == pytest.approx(b["xla_flops_per_step"], rel=0.1)
+  # The lowered step is the whole (2-device) program before optimisation: at least the compiled work, plus
+  # what XLA removes (here about a third more).
+  assert b["xla_flops_per_step"] <= b["xla_lowered_flops_per_step"] <= 2 * b["xla_flops_per_step"]
+  assert b["board"] == "host CPU" and b["matmul_arithmetic"] == "fp32"
   assert b["render_view_s"] > 0 and b["pipeline_scenes_per_s"] > 0 and b["pipeline_ratio"] > 0
   assert "scaling_efficiency" in b and "peak_memory_bytes" in b
-
-
-def test_a_step_that_does_not_fit_is_benchmarked_with_remat_or_micro_batches(monkeypatch):
-  """The benchmark's default run must complete: the search over levers, on a closed-form memory model
-  (fixed + per scene x scenes per micro-batch, remat keeping 15%; the real figures are test_step's)."""
-  from nerf_vae_jax.benchmarks import memory_table
-  from nerf_vae_jax.train import memory
-  compiled = []
-
-  def fake_step_memory(c):
-    compiled.append((c.train.microbatches, c.model.remat_chunks))
-    per_scene = 1.0 * (0.15 if c.model.remat_chunks else 1.0)
-    return {"total": int((0.1 + per_scene * c.train.batch_size / c.train.microbatches) * memory.GIB)}
-
-  monkeypatch.setattr(memory_table, "step_memory", fake_step_memory)
-  config = shape_scenes.get_config("tiny")
-  config.train.batch_size = 16  # 8 scenes per device on 2 devices: 8.1 GiB as it is
-  assert memory_table.fit_config(config, 2, capacity=10 * memory.GIB) == (config, None)
-  assert compiled == [(1, 0)]
-  # On the CPU remat comes first (it was faster there): 8 x 0.15 + 0.1 = 1.3 GiB fits 2 GiB without micro-batches.
-  compiled.clear()
-  fitted, note = memory_table.fit_config(config, 2, capacity=2 * memory.GIB)
-  assert (fitted.train.batch_size, fitted.train.microbatches, fitted.model.remat_chunks) == (16, 1, 8)
-  assert config.train.microbatches == 1 and config.model.remat_chunks == 0  # the input is not changed
-  assert "remat_chunks=8" in note and compiled == [(1, 0), (1, 8)]
-  # 0.5 GiB needs remat and 4 micro-batches (0.1 + 0.3 = 0.4 GiB); 2 (1.3 / 2 > 0.45) is not even compiled.
-  compiled.clear()
-  fitted, note = memory_table.fit_config(config, 2, capacity=int(0.5 * memory.GIB))
-  assert (fitted.train.microbatches, fitted.model.remat_chunks) == (4, 8) and compiled == [(1, 0), (1, 8), (4, 8)]
-  with pytest.raises(memory.OutOfMemoryError, match="Nothing fits 0.1 GiB per device with 8 scene"):
-    memory_table.fit_config(config, 2, capacity=int(0.1 * memory.GIB))

@@ -10,6 +10,7 @@ Variants (``VARIANTS``, each the base plus its table):
   ``tiny_reference``  ``global`` + ``TINY``: 32x32 (shape_scenes/32px), small networks, the reference's choices.
   ``tiny``            ``tiny_reference`` + ``RECIPE`` + its schedule: the CPU demo (``make demo``, 1,800 steps).
   ``tiny_long``       ``tiny`` for 6,500 steps, every checkpoint kept for learning curves.
+  ``grid_4min``       ``grid`` on shape_scenes/64px_mini in bfloat16 for 800 steps (4 minutes on one H100).
 Any field can be overridden: ``--config.model.latent_dim=64``. Each choice's evidence is in RESULTS.md, under the
 section named beside it; memory per device in BENCHMARKS.md ("Memory per device").
 """
@@ -64,6 +65,12 @@ VARIANTS = {
     "tiny_reference": TINY,
     "global": {},
     "grid": RECIPE,
+    # grid at 64px on few scenes (shape_scenes/64px_mini), sized to train in 4 minutes on one H100 in bfloat16
+    # (experiments/gpu_suite.sh): a short schedule with the KL warmed up over the whole run.
+    "grid_4min": {**RECIPE, "data.name": "shape_scenes/64px_mini", "model.dtype": "bfloat16",
+                  "train.num_steps": 800, "train.warmup_steps": 100, "train.learning_rate": 1e-3,
+                  "loss.beta_warmup_steps": None, "train.time_budget_minutes": 4.0, "train.checkpoint_every": 200,
+                  "train.log_every": 50, "train.image_every": 0, "eval.num_scenes": 64},
 }
 
 

@@ -5,7 +5,7 @@
 
 Nothing runs: each setting's step is compiled on one device from abstract
 shapes and XLA's memory analysis is read (``train.memory.step_bytes``), so
-the table can be made for batches far beyond the machine's memory. The
+the table can be made for batches far beyond the machine's memory (``train.memory_plan.step_memory``). The
 temporaries (activations kept for the backward pass) grow linearly with the
 scenes in one micro-batch; the arguments (parameters, Adam's two moments,
 the batch) do not depend on micro-batching. ``fit`` extrapolates the
@@ -14,31 +14,10 @@ measured per-scene memory to a device of a given size.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 
-from nerf_vae_jax import batch as batch_lib
-from nerf_vae_jax import sharding
-from nerf_vae_jax.train import memory, step as step_lib, workdir as workdir_lib
-
-REMAT_CHUNKS = 8  # ray chunks when remat is on
-
-
-def step_memory(config, device=None) -> dict:
-  """Per-device bytes of ``config``'s training step compiled for one device (``memory.step_bytes``)."""
-  mesh = sharding.make_mesh([device or jax.devices()[0]])
-  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  model, spec = workdir_lib.make_model(config)
-  tx = step_lib.make_optimizer(config.train)
-  abstract = workdir_lib.abstract_state(config, model, spec)
-  state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), abstract)
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
-           for k, v in batch_lib.for_config(config, spec.height, spec.width, config.train.batch_size).items()}
-  key = jax.ShapeDtypeStruct((2,), jax.numpy.uint32, sharding=repl)
-  step = jax.jit(functools.partial(step_lib.train_step, model, tx, config, devices=1),
-                 in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
-  return memory.step_bytes(step.lower(state, batch, key).compile())
+from nerf_vae_jax.train import memory, memory_plan
+from nerf_vae_jax.train.memory_plan import REMAT_CHUNKS, step_memory
 
 
 def table(config, batches=(1, 2, 4), microbatches=(1, 4), remats=(False, True)) -> list[dict]:
@@ -98,50 +77,3 @@ def markdown(r: dict) -> str:
     lines.append(f"{name}: {f['per_scene_gib']:.3f} GiB per scene + {f['fixed_gib']:.2f} GiB fixed: "
                  f"{f['scenes_per_microbatch']} scenes per micro-batch fit {r['capacity_gib']:.0f} GiB.")
   return "\n".join(lines)
-
-
-def fit_config(config, num_devices: int, capacity: int | None, headroom: float = 0.9):
-  """``config`` with the fewest micro-batches, with or without remat, whose step fits ``capacity`` bytes per device.
-
-  Returns (config, note): the config unchanged and note None if it fits as
-  it is (or the capacity is unknown). The global batch never changes, so
-  neither do the results (up to float rounding). Each candidate is compiled
-  and measured (``step_memory``); the 1/M scaling of the temporaries only
-  picks which micro-batch counts are worth compiling. Raises
-  OutOfMemoryError, with the numbers, if nothing fits.
-  """
-  if not capacity:
-    return config, None
-  per_device = config.train.batch_size // num_devices
-  m0, r0 = config.train.get("microbatches", 1), config.model.get("remat_chunks", 0)
-  limit, tried, cache = headroom * capacity, [], {}
-
-  def measure(m, remat):
-    if (m, remat) not in cache:
-      c = config.copy_and_resolve_references()
-      c.train.batch_size, c.train.microbatches, c.model.remat_chunks = per_device, m, remat
-      used = step_memory(c)["total"]
-      tried.append(f"{m} micro-batch(es), remat chunks {remat or 'off'}: {used / memory.GIB:.2f} GiB")
-      cache[(m, remat)] = used
-    return cache[(m, remat)]
-
-  if measure(m0, r0) <= limit:
-    return config, None
-  # Remat first on the CPU, where it was faster than no remat and micro-batches 2-3x slower (BENCHMARKS.md);
-  # micro-batches first elsewhere, as they add no FLOPs.
-  order = (r0 or REMAT_CHUNKS, r0) if jax.devices()[0].platform == "cpu" else (r0, r0 or REMAT_CHUNKS)
-  for remat in dict.fromkeys(order):
-    base = measure(m0, remat)
-    # Temporaries shrink as 1/M: compile only the two smallest counts predicted to fit (a bound, not
-    # an exact figure: the fixed part is taken as zero).
-    candidates = [m0] + [d for d in range(m0 + 1, per_device + 1) if per_device % d == 0 and base * m0 / d <= limit][:2]
-    for m in candidates:
-      if measure(m, remat) <= limit:
-        c = config.copy_and_resolve_references()
-        c.train.microbatches, c.model.remat_chunks = m, remat
-        return c, (f"The config's step does not fit {capacity / memory.GIB:.1f} GiB per device: measured with "
-                   f"config.train.microbatches={m} and config.model.remat_chunks={remat} (the same global batch). "
-                   f"Tried: " + "; ".join(tried) + ".")
-  raise memory.OutOfMemoryError(f"Nothing fits {capacity / memory.GIB:.1f} GiB per device with "
-                                f"{per_device} scene(s) per device. Tried: " + "; ".join(tried) +
-                                ". Lower config.train.batch_size or config.loss.num_rays.")

@@ -10,10 +10,16 @@ After a warm-up, each training step is timed with its result blocked on
 (the timing does not depend on pixel values), once on 1 device and once on all
 local devices when there are several. MFU = model FLOPs / step time / peak,
 with the model FLOPs counted from the architecture (nerf_vae_jax/flops.py)
-and cross-checked against XLA's cost analysis. The peak is, on the CPU, a
+and cross-checked against XLA's cost analyses (BENCHMARKS.md, "What the FLOP
+counts count"): of the step compiled for the CPU (every matmul a counted
+dot: the reference the formula is tested against), of the step compiled for
+this device (on GPUs it misses the matmuls handed to library calls), and of
+the lowered step (before optimisation: it also counts work that XLA then
+removes). The peak is, on the CPU, a
 float32 matmul shaped like the scene function's layers timed in this run
-(peak_source "measured") and, on GPU/TPU, the device's published dense peak
-for the matmul dtype (peak_source "spec"). The input pipeline is timed on the
+(peak_source "measured") and, on GPU/TPU, the board's published dense peak
+for the arithmetic the matmuls really run at (``peaks.py``: TF32 for float32
+under JAX's default precision on NVIDIA GPUs; peak_source "spec"). The input pipeline is timed on the
 config's dataset, or on `64px_mini`/`tiny` (same scene size) when that is not
 built, with --pipeline_workers grain workers.
 """
@@ -29,29 +35,12 @@ import numpy as np
 
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import flops, sharding
-from nerf_vae_jax.benchmarks import data as data_benchmark, memory_table
+from nerf_vae_jax.benchmarks import data as data_benchmark, peaks, profile
 from nerf_vae_jax.data import build, pipeline
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
-from nerf_vae_jax.train import memory, step as step_lib, workdir as workdir_lib
-
-# Dense matmul peaks per device (FLOP/s), from the vendors' data sheets (no sparsity).
-PEAK_FLOPS = {
-    ("NVIDIA H100", "bfloat16"): 989e12, ("NVIDIA H100", "float32"): 67e12,  # SXM; float32 without TF32
-    ("NVIDIA H200", "bfloat16"): 989e12, ("NVIDIA H200", "float32"): 67e12,
-    ("NVIDIA A100", "bfloat16"): 312e12, ("NVIDIA A100", "float32"): 19.5e12,
-    ("TPU v4", "bfloat16"): 275e12, ("TPU v5 lite", "bfloat16"): 197e12, ("TPU v5p", "bfloat16"): 459e12,
-    ("TPU v6 lite", "bfloat16"): 918e12,
-}
-
-
-def spec_peak(device, dtype: str) -> float | None:
-  for (kind, dt), peak in PEAK_FLOPS.items():
-    if device.device_kind.startswith(kind) and dt == dtype:
-      return peak
-  return None
-
+from nerf_vae_jax.train import memory, memory_plan, step as step_lib, workdir as workdir_lib
 
 def _median_time(fn, repeats: int) -> float:
   times = []
@@ -63,7 +52,7 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def measured_matmul_peak(rows: int, width: int, repeats: int = 10) -> float:
-  """Best FLOP/s of a float32 [rows, width] x [width, width] matmul (the scene function's layer shape)."""
+  """Best FLOP/s of a float32 [rows, width] x [width, width] matmul (the scene function's layer shape, or wider)."""
   x = jax.random.normal(jax.random.PRNGKey(0), (rows, width))
   w = jax.random.normal(jax.random.PRNGKey(1), (width, width))
   f = jax.jit(lambda x, w: x @ w)
@@ -72,8 +61,9 @@ def measured_matmul_peak(rows: int, width: int, repeats: int = 10) -> float:
   return 2 * rows * width * width / best
 
 
-def time_train_step(config, model, spec, devices, steps: int, warmup: int) -> dict:
-  """Median step time on ``devices`` (global batch from the config), XLA's FLOPs, recompilations."""
+def time_train_step(config, model, spec, devices, steps: int, warmup: int, profile_dir: str | None = None) -> dict:
+  """Median step time on ``devices`` (global batch from the config), XLA's FLOPs, recompilations; with
+  ``profile_dir``, also the op breakdown of 3 more steps (``profile.py``)."""
   mesh = sharding.make_mesh(devices)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   tx = step_lib.make_optimizer(config.train)
@@ -89,7 +79,10 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int) -> di
 
   step_fn = jax.jit(step, in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
   # XLA's cost analysis describes the per-device program: scale it to the whole mesh.
-  compiled = step_fn.lower(state, batch, key).compile()
+  lowered = step_fn.lower(state, batch, key)
+  # The lowered program is the whole (unpartitioned) step; the compiled one is one device's.
+  lowered_flops = (lowered.cost_analysis() or {}).get("flops")
+  compiled = lowered.compile()
   step_memory = memory.step_bytes(compiled)  # per device, from XLA's memory analysis
   # Stops here, with the fixes, rather than in XLA's allocator.
   print(memory.report(step_memory, memory.device_capacity(config.train.get("memory_limit_gib")), config,
@@ -108,8 +101,19 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int) -> di
     times.append(time.perf_counter() - t0)
   if len(traces) != compiles_after_warmup:
     raise AssertionError(f"The training step recompiled after the warm-up ({len(traces)} traces).")
+  breakdown = None
+  if profile_dir:
+    box = {"state": state}
+
+    def run_once():
+      box["state"], m = step_fn(box["state"], batch, key)
+      jax.block_until_ready(m)
+
+    breakdown = profile.op_breakdown(profile.trace_steps(run_once, 3, profile_dir), 3)
+    state = box["state"]
   stats = devices[0].memory_stats() or {}
   return {"train_step_s": statistics.median(times), "xla_flops_per_step": xla_flops,
+          "xla_lowered_flops_per_step": lowered_flops, "op_breakdown": breakdown,
           "recompilations_after_warmup": len(traces) - compiles_after_warmup,
           "peak_memory_bytes": stats.get("peak_bytes_in_use"), "step_memory_bytes": step_memory["total"],
           "params": state["params"]}
@@ -139,32 +143,44 @@ def time_pipeline(config, workers: int, batches: int) -> tuple[float, str]:
 
 
 def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipeline_batches=40,
-              render_sizes=()) -> dict:
+              render_sizes=(), profile_dir=None) -> dict:
+  """Times the step on 1 and all local devices (``profile_dir``: also profiles the all-device step)."""
   model, spec = workdir_lib.make_model(config)
   dev = jax.local_devices()
   counts = [1] + ([len(dev)] if len(dev) > 1 else [])
   model_flops = flops.train_step_flops(model, config.train.batch_size, config.data.max_context, spec.height,
                                        spec.width, config.loss.num_rays)
   points = config.train.batch_size * config.loss.num_rays * (model.num_coarse + model.num_fine)
+  arithmetic, board = "fp32", "host CPU"
   if dev[0].platform == "cpu":
-    peak, peak_source = measured_matmul_peak(min(points, 1 << 17), model.mlp_width), "measured"
+    # At least 256 wide: a toy model's narrow layers would measure a peak below what the CPU can do.
+    peak, peak_source = measured_matmul_peak(min(points, 1 << 17), max(model.mlp_width, 256)), "measured"
   else:
-    peak, peak_source = spec_peak(dev[0], config.model.dtype), "spec"
+    found = peaks.peak_flops(dev[0].device_kind, dev[0].platform, config.model.dtype,
+                             jax.config.jax_default_matmul_precision)
+    peak, arithmetic, board = found if found else (None, None, None)
+    peak_source = "spec" if found else "unknown board"
+  if dev[0].platform != "cpu":  # the step compiled for the host CPU: its count includes every matmul
+    cpu_flops = memory_plan.compile_step(config, jax.devices("cpu")[0]).cost_analysis()["flops"]
   out = {"device": {"kind": dev[0].device_kind, "platform": dev[0].platform, "count": len(dev)},
          "jax_version": jax.__version__, "config": {"variant": config.variant, "overrides": list(overrides)},
          "model_flops_per_step": model_flops["train_step"], "model_flops_parts": model_flops,
-         "peak_source": peak_source}
+         "peak_source": peak_source, "matmul_arithmetic": arithmetic, "board": board}
+  if dev[0].platform != "cpu":
+    out.update(xla_cpu_flops_per_step=cpu_flops, model_over_xla_cpu_flops=model_flops["train_step"] / cpu_flops)
   runs = {}
   for n in counts:
+    # Levers decided before the one real compile (on the CPU too, where the probes are cheap).
     run_config, note = config, None
-    try:
-      r = time_train_step(config, model, spec, dev[:n], steps, warmup)
-    except memory.OutOfMemoryError:
-      # A step that would not fit runs with remat and/or micro-batches instead of failing in XLA's allocator.
-      run_config, note = memory_table.fit_config(config, n,
-                                                 memory.device_capacity(config.train.get("memory_limit_gib")))
+    capacity = memory.device_capacity(config.train.get("memory_limit_gib"))
+    if capacity:
+      plan = memory_plan.plan(config, n, capacity)
+      note = plan.describe()
       print(note, flush=True)
-      r = time_train_step(run_config, workdir_lib.make_model(run_config)[0], spec, dev[:n], steps, warmup)
+      run_config = memory_plan.apply(config, plan) if plan.changed else config
+    run_model = workdir_lib.make_model(run_config)[0] if run_config is not config else model
+    r = time_train_step(run_config, run_model, spec, dev[:n], steps, warmup,
+                        profile_dir if n == counts[-1] else None)
     r.update(microbatches=run_config.train.microbatches, remat_chunks=run_config.model.remat_chunks,
              memory_note=note)
     params = r.pop("params")
@@ -174,7 +190,15 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
              samples_per_s=points / r["train_step_s"], scenes_per_s=config.train.batch_size / r["train_step_s"],
              achieved_flops_per_s=achieved, peak_flops_per_s=peak_n, mfu=achieved / peak_n if peak_n else None,
              model_over_xla_flops=model_flops["train_step"] / r["xla_flops_per_step"]
-             if r["xla_flops_per_step"] else None)
+             if r["xla_flops_per_step"] else None,
+             model_over_lowered_flops=model_flops["train_step"] / r["xla_lowered_flops_per_step"]
+             if r["xla_lowered_flops_per_step"] else None)
+    if r["mfu"] is not None and r["mfu"] > 1:
+      # Not a result: the peak (or the FLOP count) is wrong for this device. Said where the figure is read.
+      r["mfu_warning"] = (f"MFU {r['mfu']:.2f} > 1 on {dev[0].device_kind} (matmuls as {arithmetic}, peak "
+                          f"{peak_n / 1e12:.1f} TFLOP/s): the peak (nerf_vae_jax/benchmarks/peaks.py) is wrong "
+                          f"for this device.")
+      print(f"WARNING: {r['mfu_warning']}", flush=True)
     runs[str(n)] = r
   out["per_device_count"] = runs
   out.update({k: v for k, v in runs[str(counts[-1])].items()})  # top level: all local devices
@@ -202,9 +226,11 @@ def print_table(r: dict) -> None:
              (f"[{n} device(s)] achieved / peak", f"{run['achieved_flops_per_s'] / 1e9:,.1f} / "
                                                    f"{(run['peak_flops_per_s'] or 0) / 1e9:,.1f} GFLOP/s"),
              (f"[{n} device(s)] MFU", mfu)]
-  rows += [("model FLOPs/step (formula, XLA)", f"{r['model_flops_per_step'] / 1e9:,.2f}, "
-                                                 f"{(r['xla_flops_per_step'] or 0) / 1e9:,.2f} GFLOP"),
-           ("peak source", r["peak_source"])]
+  cpu = f", for the CPU {r['xla_cpu_flops_per_step'] / 1e9:,.2f}" if "xla_cpu_flops_per_step" in r else ""
+  rows += [("FLOPs/step", f"formula {r['model_flops_per_step'] / 1e9:,.2f} GFLOP; XLA: lowered "
+                          f"{(r['xla_lowered_flops_per_step'] or 0) / 1e9:,.2f}, compiled "
+                          f"{(r['xla_flops_per_step'] or 0) / 1e9:,.2f}{cpu}"),
+           ("peak", f"{r['peak_source']}: {r['board']}, matmuls as {r['matmul_arithmetic']}")]
   if "scaling_efficiency" in r:
     rows.append(("scaling (scenes/s, all vs 1 device)", f"{r['scaling_efficiency']:.2f}"))
   rows.append((f"render one {r['render_view_size']}x{r['render_view_size']} view", f"{1e3 * r['render_view_s']:.1f} ms"))

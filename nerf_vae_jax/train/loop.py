@@ -21,7 +21,7 @@ from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import errors, sharding, visualize
 from nerf_vae_jax.data import build, pipeline, source
 from nerf_vae_jax.models import nerf_vae
-from nerf_vae_jax.train import checkpoints, memory, step as step_lib, summaries, workdir as workdir_lib
+from nerf_vae_jax.train import checkpoints, memory, memory_plan, step as step_lib, summaries, workdir as workdir_lib
 
 
 class NonFiniteLossError(errors.UserError):
@@ -107,6 +107,17 @@ def _initial_state(config, workdir, model, tx, spec, mngr, it, repl, init_key):
   return state, abstract, start
 
 
+def _plan_memory(config):
+  """``config`` with the micro-batches and remat its step needs to fit (``memory_plan``), decided from two
+  small probe compiles before the real one; unchanged on the CPU without a memory limit."""
+  capacity = memory.device_capacity(config.train.get("memory_limit_gib"))
+  if not capacity or not memory_plan.needs_plan(config):
+    return config
+  plan = memory_plan.plan(config, jax.device_count(), capacity)
+  _log(plan.describe())
+  return memory_plan.apply(config, plan) if plan.changed else config
+
+
 def _compiled_step(config, model, tx, spec, mesh, abstract, train_key):
   """The update step (state donated, batch sharded on ``data``), compiled ahead of the first batch so that
   a step that cannot fit stops here, with the numbers."""
@@ -165,6 +176,7 @@ class _Progress:
 
 def train(config, workdir: str) -> dict:
   """Trains (or resumes) ``config`` in ``workdir``; returns the last logged metrics."""
+  config = _plan_memory(config)  # the levers it chose are saved with the config
   workdir_lib.save_config(config, workdir)
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)
