@@ -96,3 +96,43 @@ def test_memory_is_reported_and_a_step_that_cannot_fit_stops_before_training(tin
                                                     r".*config.model.remat_chunks=8.*bfloat16.*batch_size \(now 8 over 2"):
     loop.train(config, str(tmp_path / "too_small"))
   assert not os.path.exists(tmp_path / "too_small" / "metrics.jsonl")  # stopped before the first step
+
+
+def test_a_stop_signal_that_also_killed_the_data_workers_still_saves_the_step_reached(tiny_data_dir, tmp_path,
+                                                                                      monkeypatch):
+  """A SIGTERM to the whole process group stops grain's workers too: the next batch then raises instead of
+  arriving. The run must save the last finished step (with the data position) rather than die."""
+  import signal
+  real = loop.input_pipeline
+
+  class DyingWorkers:
+    def __init__(self, it):
+      self.it, self.served = it, 0
+
+    def __next__(self):
+      if self.served == 3:
+        os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler records it ...
+        raise RuntimeError("Worker process was terminated unexpectedly with exit code -15.")  # ... as grain says
+      self.served += 1
+      return next(self.it)
+
+    def get_state(self):
+      return self.it.get_state()
+
+    def set_state(self, state):
+      self.it.set_state(state)
+
+  monkeypatch.setattr(loop, "input_pipeline", lambda *a: DyingWorkers(real(*a)))
+  loop.train(small_config(tiny_data_dir, 100, ckpt_every=100), str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["3"]
+  assert sorted(_losses(tmp_path)) == [1, 2, 3]
+
+
+def test_a_data_error_without_a_stop_signal_is_raised(tiny_data_dir, tmp_path, monkeypatch):
+  class Broken:
+    def __next__(self):
+      raise RuntimeError("a worker crashed")
+
+  monkeypatch.setattr(loop, "input_pipeline", lambda *a: Broken())
+  with pytest.raises(RuntimeError, match="a worker crashed"):
+    loop.train(small_config(tiny_data_dir, 10), str(tmp_path))

@@ -98,11 +98,15 @@ def test_two_processes_match_one_process(env, reference, tmp_path):
   np.testing.assert_allclose([got[s] for s in range(1, 5)], [ref[s] for s in range(1, 5)], rtol=1e-4)
 
 
-def test_sigterm_saves_a_checkpoint_before_exiting(env, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_saves_a_checkpoint_before_exiting(env, tmp_path, workers):
+  """The signal goes to the whole process group (as `timeout` and schedulers send it): with data workers, they
+  are stopped too, and the run still saves the step it reached."""
   e, data_dir = env
-  code, out = _start_and_signal(e, _args(data_dir, tmp_path, 1000, ckpt_every=1000), after_step=3,
-                                sig=signal.SIGTERM)
-  assert code == 0 and "Stopping (15): saved a checkpoint at step" in out
+  code, out = _start_and_signal(e, _args(data_dir, tmp_path, 1000, ckpt_every=1000,
+                                         extra=[f"--config.data.workers={workers}"]),
+                                after_step=3, sig=signal.SIGTERM)
+  assert code == 0 and "Stopping (15" in out and "saved a checkpoint at step" in out, out[-3000:]
   steps = [int(s) for s in os.listdir(tmp_path / "checkpoints")]
   assert len(steps) == 1 and 3 <= steps[0] < 1000
 

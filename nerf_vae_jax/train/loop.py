@@ -204,7 +204,19 @@ def train(config, workdir: str) -> dict:
     # The host waits on the device only at logging and checkpoint steps, where the losses since the last
     # check are inspected.
     for step in range(start + 1, final + 1):
-      batch = sharding.global_batch(batch_lib.model_inputs(next(it)), mesh)
+      try:
+        examples = next(it)
+      except Exception:
+        if not stop["signal"]:
+          raise
+        # The signal reached the data workers too (a SIGTERM to the whole process group, as `timeout` and
+        # many schedulers send) and they died: stop at the last finished step, with its checkpoint.
+        _check_losses(pending, mngr, workdir)
+        checkpoints.save(mngr, step - 1, state, it.get_state())
+        print(f"Stopping ({stop['signal']}; the data workers were stopped too): saved a checkpoint at step "
+              f"{step - 1}; exiting.", flush=True)
+        break
+      batch = sharding.global_batch(batch_lib.model_inputs(examples), mesh)
       # Everything the step reads is already on the devices: an implicit host-to-device copy here would be
       # a silent slowdown, so it is an error.
       with jax.transfer_guard("disallow"):
