@@ -42,6 +42,14 @@ from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
 from nerf_vae_jax.train import memory, memory_plan, step as step_lib, workdir as workdir_lib
 
+_T0 = time.perf_counter()
+
+
+def _say(what: str) -> None:
+  """Progress on stdout: each phase compiles, and a GPU compile of the full step takes a minute or more."""
+  print(f"[benchmark {time.perf_counter() - _T0:6.0f} s] {what}", flush=True)
+
+
 def _median_time(fn, repeats: int) -> float:
   times = []
   for _ in range(repeats):
@@ -109,6 +117,7 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int, profi
       box["state"], m = step_fn(box["state"], batch, key)
       jax.block_until_ready(m)
 
+    _say("profiling 3 steps ...")
     breakdown = profile.op_breakdown(profile.trace_steps(run_once, 3, profile_dir), 3)
     state = box["state"]
   stats = devices[0].memory_stats() or {}
@@ -161,6 +170,7 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
     peak, arithmetic, board = found if found else (None, None, None)
     peak_source = "spec" if found else "unknown board"
   if dev[0].platform != "cpu":  # the step compiled for the host CPU: its count includes every matmul
+    _say("compiling the step for the host CPU (the FLOP count's reference) ...")
     cpu_flops = memory_plan.compile_step(config, jax.devices("cpu")[0]).cost_analysis()["flops"]
   out = {"device": {"kind": dev[0].device_kind, "platform": dev[0].platform, "count": len(dev)},
          "jax_version": jax.__version__, "config": {"variant": config.variant, "overrides": list(overrides)},
@@ -174,11 +184,13 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
     run_config, note = config, None
     capacity = memory.device_capacity(config.train.get("memory_limit_gib"))
     if capacity:
+      _say(f"planning memory on {n} device(s) (two probe compiles) ...")
       plan = memory_plan.plan(config, n, capacity)
       note = plan.describe()
       print(note, flush=True)
       run_config = memory_plan.apply(config, plan) if plan.changed else config
     run_model = workdir_lib.make_model(run_config)[0] if run_config is not config else model
+    _say(f"compiling and timing the step on {n} device(s) ...")
     r = time_train_step(run_config, run_model, spec, dev[:n], steps, warmup,
                         profile_dir if n == counts[-1] else None)
     r.update(microbatches=run_config.train.microbatches, remat_chunks=run_config.model.remat_chunks,
@@ -204,10 +216,12 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
   out.update({k: v for k, v in runs[str(counts[-1])].items()})  # top level: all local devices
   if len(counts) > 1:
     out["scaling_efficiency"] = runs[str(counts[-1])]["scenes_per_s"] / runs["1"]["scenes_per_s"]
+  _say("rendering a view ...")
   out["render_view_s"] = time_render(model, params, spec, spec.height, config.eval.chunk)
   out["render_view_size"] = spec.height
   for size in render_sizes:
     out[f"render_view_{size}_s"] = time_render(model, params, spec, int(size), config.eval.chunk, repeats=2)
+  _say(f"reading batches with {pipeline_workers} worker(s) ...")
   pipe, name = time_pipeline(config, pipeline_workers, pipeline_batches)
   out.update(pipeline_scenes_per_s=pipe, pipeline_dataset=name, pipeline_workers=pipeline_workers,
              pipeline_ratio=pipe / out["scenes_per_s"])

@@ -28,8 +28,9 @@ from nerf_vae_jax import sharding
 from nerf_vae_jax.train import memory, step as step_lib, workdir as workdir_lib
 
 REMAT_CHUNKS = 8  # ray chunks when the plan turns remat on
-# The probes' compiler options: without XLA's rematerialization pass, memory grows with the scenes as it is.
-PROBE_OPTIONS = {"xla_disable_hlo_passes": "rematerialization"}
+# The probes' compiler options: without XLA's rematerialization pass, memory grows with the scenes as it is;
+# without autotuning the GPU's matmul kernels (a probe needs bytes, not the fastest kernel), it compiles sooner.
+PROBE_OPTIONS = {"xla_disable_hlo_passes": "rematerialization", "xla_gpu_autotune_level": 0}
 
 
 def compile_step(config, device=None, compiler_options=None):
