@@ -43,7 +43,7 @@ wait $build_pid || stamp "build failed"
 
 stamp "3. grid_4min: train $TRAIN_SECONDS s, evaluate"
 timeout $(( TRAIN_SECONDS + 150 )) $PY -m experiments.train --config=$CFG:grid_4min \
-  --config.data.data_dir="$DATA_DIR" --config.data.workers=$WORKERS \
+  --config.data.data_dir="$DATA_DIR" \
   --config.train.time_budget_minutes=$(awk "BEGIN{print $TRAIN_SECONDS/60}") --workdir="$WORK_DIR/run_64px" \
   >>"$LOG" 2>&1 || stamp "64px training failed or timed out"
 cp "$WORK_DIR/run_64px/metrics.jsonl" "$OUT_DIR/train_64px_metrics.jsonl" 2>/dev/null

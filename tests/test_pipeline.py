@@ -90,3 +90,30 @@ def test_processes_read_their_rows_of_the_same_global_batches(tiny_data_dir):
   for g, a, b in zip(one, *parts):
     for key in g:
       np.testing.assert_array_equal(np.concatenate([a[key], b[key]]), g[key])
+
+
+def test_decoding_only_the_picked_views_gives_the_same_batches(tiny_data_dir):
+  """Training reads PNG bytes and decodes only the views it picks (6 of 8 here), without depths or masks."""
+  lazy = source.SceneSource("shape_scenes/tiny", "train", tiny_data_dir, only_views=True)
+  scene = lazy[0]
+  assert scene["images"].dtype == object and scene["images"][0].startswith(b"\x89PNG")
+  assert "depths" not in scene and "masks" not in scene
+  views = pipeline.ViewSampling(min_context=1, max_context=4, num_targets=2)
+  batches = [_take(pipeline.make_iterator(pipeline.make_dataset(src, batch_size=4, views=views, seed=3)), 5)
+             for src in (_source(tiny_data_dir), lazy)]
+  for full, only in zip(*batches):
+    assert full.keys() == only.keys()
+    for k in full:
+      assert full[k].dtype == only[k].dtype, k
+      np.testing.assert_array_equal(full[k], only[k], err_msg=k)
+
+
+def test_the_worker_count_is_picked_from_the_cores_on_accelerators_only():
+  import pytest
+  from nerf_vae_jax import errors
+  assert pipeline.worker_count(-1, "cpu", 2) == 0  # the step needs the CPU's cores
+  assert [pipeline.worker_count(-1, "gpu", c) for c in (1, 2, 3, 16, 96)] == [1, 1, 1, 14, 16]
+  assert pipeline.worker_count(-1, "tpu", 240) == pipeline.MAX_AUTO_WORKERS
+  assert pipeline.worker_count(3, "gpu", 16) == 3 and pipeline.worker_count(0, "gpu", 16) == 0  # as asked
+  with pytest.raises(errors.ConfigError, match="-1 \\(auto\\)"):
+    pipeline.worker_count(-2, "gpu", 16)

@@ -86,7 +86,9 @@ def base() -> config_dict.ConfigDict:
   c.data.min_context = 1  # context views per scene are drawn from [min_context, max_context]
   c.data.max_context = 4
   c.data.num_targets = 2  # target views per scene (rays are sampled from these)
-  c.data.workers = 0  # grain worker processes (0: read in the main process)
+  # grain worker processes: -1 picks (none on the CPU, where the step needs the cores; else all cores but two,
+  # at most 16), 0 reads in the main process.
+  c.data.workers = -1
 
   c.model = config_dict.ConfigDict()
   c.model.latent = "global"  # "global" or "grid"

@@ -224,6 +224,7 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
   _say(f"reading batches with {pipeline_workers} worker(s) ...")
   pipe, name = time_pipeline(config, pipeline_workers, pipeline_batches)
   out.update(pipeline_scenes_per_s=pipe, pipeline_dataset=name, pipeline_workers=pipeline_workers,
+             pipeline_scenes_per_s_per_worker=pipe / max(pipeline_workers, 1),
              pipeline_ratio=pipe / out["scenes_per_s"])
   return out
 
@@ -251,6 +252,7 @@ def print_table(r: dict) -> None:
   rows += [(k.replace("_s", "").replace("_", " "), f"{1e3 * v:.0f} ms") for k, v in r.items()
            if k.startswith("render_view_") and k.endswith("_s") and k != "render_view_s"]
   rows += [("pipeline", f"{r['pipeline_scenes_per_s']:,.0f} scenes/s ({r['pipeline_workers']} workers, "
+                        f"{r.get('pipeline_scenes_per_s_per_worker', 0):,.0f} per worker, "
                         f"{r['pipeline_dataset']}), {r['pipeline_ratio']:.1f}x what the step consumes"),
            ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" if r["peak_memory_bytes"] else "n/a"),
            ("step memory per device (XLA)", f"{r['step_memory_bytes'] / 2**30:.3f} GiB")]

@@ -21,6 +21,7 @@ from absl import flags
 
 from nerf_vae_jax import batch as batch_lib
 from nerf_vae_jax import errors
+from nerf_vae_jax.data import source as source_lib
 from nerf_vae_jax.data.source import SceneSource
 
 
@@ -52,6 +53,11 @@ def select_views(scene: dict, rng: np.random.Generator, views: ViewSampling) -> 
   n = int(rng.integers(views.min_context, views.max_context + 1))
   context = np.concatenate([order[:n], np.resize(order[:n], k - n)])  # pad with real views
   target = order[k:k + t]
+  if scene["images"].dtype == object:  # PNG bytes (SceneSource(only_views=True)): decode the picked views only
+    used = np.unique(np.concatenate([context, target]))
+    scene = dict(scene, images=source_lib.decode_pngs(scene["images"], used), intrinsics=scene["intrinsics"][used],
+                 cam_to_world=scene["cam_to_world"][used])
+    context, target = np.searchsorted(used, context), np.searchsorted(used, target)
   return dict(batch_lib.from_views(scene, context, n, target), scene_id=np.int64(scene["scene_id"]))
 
 
@@ -99,6 +105,19 @@ def make_dataset(source: SceneSource, *, batch_size: int, views: ViewSampling, s
   if process_count > 1:
     ds = _ProcessRows(ds, batch_size, process_index, process_count)
   return ds.batch(batch_size, drop_remainder=True)
+
+
+MAX_AUTO_WORKERS = 16
+
+
+def worker_count(requested: int, platform: str, cores: int | None) -> int:
+  """grain workers for ``config.data.workers``: itself if >= 0; for -1 (auto), none on the CPU, where the
+  step needs the cores, and elsewhere all cores but two (the training process and its host work), at most 16."""
+  if requested >= 0:
+    return requested
+  if requested != -1:
+    raise errors.ConfigError(f"config.data.workers={requested}: use -1 (auto), 0 (the main process) or a count.")
+  return 0 if platform == "cpu" else max(1, min((cores or 1) - 2, MAX_AUTO_WORKERS))
 
 
 def make_iterator(dataset: grain.MapDataset, workers: int = 0, buffer: int = 2):

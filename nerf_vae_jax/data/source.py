@@ -7,8 +7,11 @@ of damaged record files into a message that names the fix.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from nerf_vae_jax import errors
 from nerf_vae_jax.data import build
@@ -22,13 +25,38 @@ def _rebuild_hint(name: str, data_dir: str) -> str:
   return f"python -m experiments.build {name} --data_dir={data_dir}"
 
 
+class _PNGBytes(tfds.decode.Decoder):
+  """Leaves an Image feature's PNG bytes undecoded (TFDS's SkipDecoding has no numpy path for a Sequence)."""
+
+  @property
+  def dtype(self):
+    return np.object_
+
+  def decode_example(self, serialized_example):
+    return serialized_example
+
+  decode_example_np = decode_batch_example_np = decode_example
+
+
+def decode_pngs(pngs, indices) -> np.ndarray:
+  """uint8 [len(indices), H, W, 3]: the PNG bytes ``pngs[i]`` decoded as TFDS decodes them (PIL)."""
+  out = []
+  for i in indices:
+    with Image.open(io.BytesIO(pngs[i])) as image:
+      out.append(np.asarray(image, dtype=np.uint8))
+  return np.stack(out)
+
+
 class SceneSource:
   """Random access to the decoded scenes of one split (see ``decode``).
 
-  Picklable (grain workers re-open the record files themselves).
+  ``only_views=True`` (training): a scene's images stay PNG bytes, an object
+  array [V], for ``pipeline.select_views`` to decode only the views it picks,
+  and its depths and masks are dropped: the step uses neither. Picklable
+  (grain workers re-open the record files themselves).
   """
 
-  def __init__(self, name: str, split: str, data_dir: str | None = None):
+  def __init__(self, name: str, split: str, data_dir: str | None = None, only_views: bool = False):
     data_dir = data_dir or build.default_data_dir()
     self.spec = build.spec_of(name, data_dir)
     self.name = self.spec.full_name
@@ -42,7 +70,8 @@ class SceneSource:
     builder = tfds.builder_from_directory(folder)
     if split not in builder.info.splits:
       raise DatasetError(f"{self.name} has no split {split!r}; its splits are: {', '.join(builder.info.splits)}.")
-    self._source = builder.as_data_source(split=split)
+    self.only_views = only_views
+    self._source = builder.as_data_source(split=split, decoders={"images": _PNGBytes()} if only_views else None)
     self.depth_scale = float(self.spec.depth_scale)
     # A truncated record file fails on its last records: read both ends now.
     for i in {0, len(self._source) - 1}:
@@ -59,6 +88,8 @@ class SceneSource:
       raise DatasetError(
           f"Record {index} of {self.name} split {self.split!r} in {self.data_dir} is damaged ({e}). "
           f"Delete {folder} and rebuild it with:\n  {_rebuild_hint(self.name, self.data_dir)}") from e
+    if self.only_views:
+      return {k: v for k, v in example.items() if k not in ("depths", "masks")}
     return decode(example, self.depth_scale)
 
   def __repr__(self):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import signal
 import time
 
@@ -44,11 +45,14 @@ def input_pipeline(config, per_process_batch: int):
     build.build(name, data_dir)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("dataset built")
-  src = source.SceneSource(name, "train", data_dir)
+  src = source.SceneSource(name, "train", data_dir, only_views=True)  # decodes only the views it picks
   views = pipeline.ViewSampling(config.data.min_context, config.data.max_context, config.data.num_targets)
   ds = pipeline.make_dataset(src, batch_size=per_process_batch, views=views, seed=config.seed,
                              process_index=jax.process_index(), process_count=jax.process_count())
-  return pipeline.make_iterator(ds, workers=config.data.workers)
+  workers = pipeline.worker_count(config.data.workers, jax.devices()[0].platform, os.cpu_count())
+  if workers != config.data.workers:
+    _log(f"Reading the data with {workers} worker process(es) (config.data.workers={config.data.workers}: auto).")
+  return pipeline.make_iterator(ds, workers=workers)
 
 
 def agree_to_stop(local: bool) -> bool:
