@@ -1,5 +1,5 @@
 """Training-step benchmark: time, throughput, MFU, rendering, input pipeline
-(nerf_vae_jax/benchmarks/train_step.py).
+(nerf_vae_jax/benchmarks/step_timing.py).
 
   python -m experiments.benchmark --config=experiments/configs/shape_scenes.py:global [--config.x=y]
       [--json=FILE] [--steps=20] [--profile_dir=DIR]
@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
-from nerf_vae_jax.benchmarks import memory_table, profile, train_step
+from nerf_vae_jax.benchmarks import memory_table, profile, step_timing
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
@@ -45,9 +45,9 @@ def benchmark_and_report():
       with open(FLAGS.json, "w") as f:
         json.dump(r, f, indent=2)
     return
-  r = train_step.benchmark(FLAGS.config, overrides, FLAGS.steps, FLAGS.warmup, FLAGS.pipeline_workers,
+  r = step_timing.benchmark(FLAGS.config, overrides, FLAGS.steps, FLAGS.warmup, FLAGS.pipeline_workers,
                            FLAGS.pipeline_batches, FLAGS.render_sizes, FLAGS.profile_dir)
-  train_step.print_table(r)
+  step_timing.print_table(r)
   if r.get("op_breakdown"):
     print(profile.markdown(r["op_breakdown"]))
   if FLAGS.json:

@@ -1,4 +1,4 @@
-"""Data throughput: scene generation and the input pipeline (nerf_vae_jax/benchmarks/data.py).
+"""Data throughput: scene generation and the input pipeline (nerf_vae_jax/benchmarks/data_throughput.py).
 
   python -m experiments.benchmark_data --config=64px --num_scenes=1024 --workers=2
   python -m experiments.benchmark_data --config=tiny --loader_only --data_dir=DIR
@@ -10,7 +10,7 @@ import sys
 from absl import app, flags
 
 from experiments import common
-from nerf_vae_jax.benchmarks import data
+from nerf_vae_jax.benchmarks import data_throughput
 from nerf_vae_jax.scenes import specs
 
 flags.DEFINE_enum("config", "64px", list(specs.SPECS), "The shape_scenes config.")
@@ -23,10 +23,10 @@ FLAGS = flags.FLAGS
 
 def measure():
   if not FLAGS.loader_only:
-    print(json.dumps(data.generation(FLAGS.config, FLAGS.num_scenes, FLAGS.workers)), flush=True)
+    print(json.dumps(data_throughput.generation(FLAGS.config, FLAGS.num_scenes, FLAGS.workers)), flush=True)
   if FLAGS.data_dir:
     for w in (0, 2):
-      print(json.dumps(data.loader(FLAGS.config, FLAGS.data_dir, w)), flush=True)
+      print(json.dumps(data_throughput.loader(FLAGS.config, FLAGS.data_dir, w)), flush=True)
 
 
 def main(argv):

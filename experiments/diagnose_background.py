@@ -17,7 +17,7 @@ from absl import app, flags
 from experiments import common
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import protocol
-from nerf_vae_jax.train import workdir as workdir_lib
+from nerf_vae_jax.train import run_dir
 
 common.define_run_flags(scenes=64, scenes_help="Test scenes.")
 flags.DEFINE_integer("context", 4, "Context views.")
@@ -25,7 +25,7 @@ FLAGS = flags.FLAGS
 
 
 def diagnose(workdir, step, num_scenes, context, data_dir=None):
-  config, model, _, params, step = workdir_lib.restore_params(workdir, step)
+  config, model, _, params, step = run_dir.restore_params(workdir, step)
   src = source.SceneSource(config.data.name, "test", data_dir or config.data.data_dir)
   scenes = [src[i] for i in range(min(num_scenes, len(src)))]
   rows = protocol.background_breakdown(model, params, scenes, context)

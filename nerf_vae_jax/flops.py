@@ -78,7 +78,7 @@ def grid_head_flops(model) -> int:
 
 
 def prior_flops(model) -> int:
-  """Forward FLOPs of the hierarchical prior's networks (``models/prior.py``) for one scene; 0 without it."""
+  """Forward FLOPs of the hierarchical prior's networks (``models/priors.py``) for one scene; 0 without it."""
   if not model.hierarchical:
     return 0
   g, ch, top, d = model.grid_size, model.prior_channels, model.top_dim, model.latent_dim

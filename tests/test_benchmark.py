@@ -10,11 +10,10 @@ from conftest import SMALL
 
 
 from experiments.configs import shape_scenes
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import flops
-from nerf_vae_jax.benchmarks import train_step as benchmark
-from nerf_vae_jax.train import step as training, workdir as trainer
-from nerf_vae_jax.models import nerf_vae, objectives
+from nerf_vae_jax.train import update, run_dir
+from nerf_vae_jax.models import objectives
 
 
 @pytest.mark.parametrize("latent", ["global", "grid", "grid_hierarchical", "grid_hierarchical_per_cell_top_down"])
@@ -25,10 +24,10 @@ def test_flop_formula_matches_xla_cost_analysis(latent):
   config.model.prior_net = "per_cell" if "per_cell" in latent else "pyramid"
   config.model.top_down = 8 if "top_down" in latent else 0
   config.model.latent_dim = 8
-  model, spec = trainer.make_model(config)
-  batch = batch_lib.synthetic(spec, config.data, 2)
-  params = jax.eval_shape(lambda k: training.init_state(model, training.make_optimizer(config.train),
-                                                        batch_lib.example(batch_lib.for_config(config, spec.height, spec.width)), k),
+  model, spec = run_dir.make_model(config)
+  batch = batching.synthetic(spec, config.data, 2)
+  params = jax.eval_shape(lambda k: update.init_state(model, update.make_optimizer(config.train),
+                                                        batching.example(batching.for_config(config, spec.height, spec.width)), k),
                           jax.random.PRNGKey(0))["params"]
   loss = lambda p: objectives.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=128, likelihood_scale=0.1)[0]
   xla = jax.jit(loss).lower(params).compile().cost_analysis()["flops"]

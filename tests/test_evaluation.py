@@ -16,14 +16,14 @@ import pytest
 from conftest import run_ok, train_args
 
 from experiments.configs import shape_scenes
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import image_metrics
-from nerf_vae_jax.evaluation import metrics, protocol
-from nerf_vae_jax.train import step as training
-from nerf_vae_jax.train import workdir as workdir_lib
+from nerf_vae_jax.evaluation import view_metrics, protocol
+from nerf_vae_jax.train import update
+from nerf_vae_jax.train import run_dir
 from nerf_vae_jax.baselines import nerf
 from nerf_vae_jax.data import source
-from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
+from nerf_vae_jax.models import nerf_vae, objectives, ray_sampling
 
 # One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
 pytestmark = pytest.mark.xdist_group("evaluation")
@@ -65,7 +65,7 @@ def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
   scene = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[0]
   held = slice(protocol.CONTEXT_CANDIDATES, None)
   truth = scene["images"][held] / 255.0
-  perfect = metrics.scene_metrics(truth, scene["depths"][held], (scene["masks"][held] > 0).astype(float), scene, 2,
+  perfect = view_metrics.scene_metrics(truth, scene["depths"][held], (scene["masks"][held] > 0).astype(float), scene, 2,
                                   held)
   assert perfect["mse"] == 0 and perfect["psnr"] == pytest.approx(100.0)
   assert perfect["ssim"] == pytest.approx(1.0) and perfect["depth_mae"] == 0 and perfect["mask_iou"] == 1.0
@@ -73,14 +73,14 @@ def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
   assert perfect["baseline_psnr"] == pytest.approx(-10 * np.log10(np.mean((truth - mean_colour) ** 2)))
   # Shifted by 0.1 (inside [0, 1]), depth off by 0.25 everywhere, nothing opaque.
   shifted = np.clip(truth, 0, 0.9) + 0.1
-  m = metrics.scene_metrics(shifted, scene["depths"][held] + 0.25, np.zeros(truth.shape[:-1]), scene, 2, held)
+  m = view_metrics.scene_metrics(shifted, scene["depths"][held] + 0.25, np.zeros(truth.shape[:-1]), scene, 2, held)
   assert m["mse"] == pytest.approx(np.mean((shifted - truth) ** 2))
   assert m["depth_mae"] == pytest.approx(0.25, rel=1e-5) and m["mask_iou"] == 0.0
   # Wrong by 0.2 on the objects only, then on the background only: each error lands in its own metric.
   fg = (scene["masks"][held] > 0)[..., None]
   for wrong, hit, clean in ((fg, "object_mse", "background_mse"), (~fg, "background_mse", "object_mse")):
     off = np.where(truth <= 0.8, truth + 0.2, truth - 0.2)  # 0.2 from the truth, inside [0, 1]
-    m = metrics.scene_metrics(np.where(wrong, off, truth), scene["depths"][held],
+    m = view_metrics.scene_metrics(np.where(wrong, off, truth), scene["depths"][held],
                               np.zeros(truth.shape[:-1]), scene, 2, held)
     assert m[hit] == pytest.approx(0.04, rel=1e-6) and m[clean] == 0.0
 
@@ -94,7 +94,7 @@ def test_nerf_baseline_fits_one_tiny_scene(tiny_data_dir):
   params, fit_psnr = nerf.fit(model, scene["images"][None], scene["intrinsics"][None], scene["cam_to_world"][None],
                               np.array([8]), jax.random.PRNGKey(0), steps=300, num_rays=256)
   out = nerf.render_views(model, params, scene["intrinsics"][None, :2], scene["cam_to_world"][None, :2], 32, 32)
-  m = metrics.scene_metrics(out["rgb"][0], out["depth"][0], out["acc"][0], scene, 8, slice(0, 2))
+  m = view_metrics.scene_metrics(out["rgb"][0], out["depth"][0], out["acc"][0], scene, 8, slice(0, 2))
   # A NeRF that saw all 8 views renders two of them far better than their mean colour,
   # with the objects' silhouettes in place.
   assert m["psnr"] > m["baseline_psnr"] + 6.0, m
@@ -106,8 +106,8 @@ def test_refinement_raises_the_context_elbo(tiny_data_dir):
   src = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)
   config = shape_scenes.get_config("tiny")
   model = nerf_vae.from_config(config.model, 1.0)
-  params = jax.jit(functools.partial(training.init_state, model, training.make_optimizer(config.train)))(
-      batch_lib.example(batch_lib.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))["params"]
+  params = jax.jit(functools.partial(update.init_state, model, update.make_optimizer(config.train)))(
+      batching.example(batching.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))["params"]
   batch = protocol.context_batch([src[0], src[1]], 3)
   q = nerf_vae.infer(model, params, batch)
   settings = protocol.Settings(refine_steps=40, refine_rays=256)
@@ -208,7 +208,7 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
 
 def test_background_breakdown_agrees_with_the_evaluation(toy_run):
   e, data_dir, workdir = toy_run
-  _, model, _, params, _ = workdir_lib.restore_params(workdir)
+  _, model, _, params, _ = run_dir.restore_params(workdir)
   scenes = [source.SceneSource("shape_scenes/tiny", "test", data_dir)[i] for i in range(3)]
   rows = protocol.background_breakdown(model, params, scenes, 4)
   per_scene, preds = protocol.evaluate(model, params, scenes, 4, protocol.Settings(num_samples=1, num_rays=64))

@@ -4,7 +4,6 @@ that what a view says about a cell moves with the camera."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from nerf_vae_jax import geometry
 from nerf_vae_jax.models import grid

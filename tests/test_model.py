@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import shape_scenes
-from nerf_vae_jax import batch as batch_lib
-from nerf_vae_jax.evaluation import metrics as metrics_lib
+from nerf_vae_jax import batching
+from nerf_vae_jax.evaluation import view_metrics
 from nerf_vae_jax.evaluation import protocol
-from nerf_vae_jax.train import step as training
+from nerf_vae_jax.train import update
 from nerf_vae_jax.data import pipeline, source
 from nerf_vae_jax.models import nerf_vae, objectives, posterior
 
@@ -42,7 +42,7 @@ def test_posterior_ignores_view_order_and_masked_views(combine):
 
 def _abstract_model(config, size: int):
   """The config's model and the shapes of its parameters, initialised for size x size views (no compute)."""
-  context = batch_lib.context(batch_lib.example(batch_lib.for_config(config, size, size)))
+  context = batching.context(batching.example(batching.for_config(config, size, size)))
   model = nerf_vae.from_config(config.model, 1.0)
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), context, jnp.zeros((1, 2, 3)),
                                              jnp.ones((1, 2, 3)), jax.random.PRNGKey(1)))
@@ -96,16 +96,16 @@ def tiny_setup(tiny_data_dir):
 
 def _batch(scenes, rng, views=pipeline.ViewSampling(1, 4, 2)):
   picked = [pipeline.select_views(s, rng, views) for s in scenes]
-  return {k: jnp.asarray(np.stack([p[k] for p in picked])) for k in batch_lib.KEYS}
+  return {k: jnp.asarray(np.stack([p[k] for p in picked])) for k in batching.KEYS}
 
 
 def _model_and_params(config, src, **overrides):
   config = config.copy_and_resolve_references()
   config.model.update(overrides)
   model = nerf_vae.from_config(config.model, src.spec.scene_radius)
-  tx = training.make_optimizer(config.train)
-  init = jax.jit(functools.partial(training.init_state, model, tx))
-  state = init(batch_lib.example(batch_lib.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
+  tx = update.make_optimizer(config.train)
+  init = jax.jit(functools.partial(update.init_state, model, tx))
+  state = init(batching.example(batching.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
   return model, tx, state
 
 
@@ -126,7 +126,7 @@ def test_encoder_posterior_ignores_view_order_and_is_blind_to_masked_views(tiny_
   b = _batch(scenes, np.random.default_rng(0))
   mask = jnp.array([[1, 1, 1, 0]] * 4, bool)
   infer = jax.jit(lambda b, perm: nerf_vae.infer(model, params, dict(
-      {k: b[k][:, perm] for k in batch_lib.CONTEXT_KEYS}, context_mask=mask[:, perm])))
+      {k: b[k][:, perm] for k in batching.CONTEXT_KEYS}, context_mask=mask[:, perm])))
   q0 = infer(b, jnp.array([0, 1, 2, 3]))
   q1 = infer(b, jnp.array([2, 0, 1, 3]))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), q1, q0)
@@ -151,7 +151,7 @@ def test_one_compiled_step_serves_1_to_k_views_and_gradients_are_finite(tiny_set
 
   def step(state, batch, key):
     traces.append(1)
-    return training.train_step(model, tx, config, state, batch, key)
+    return update.train_step(model, tx, config, state, batch, key)
 
   jstep = jax.jit(step)
   rng = np.random.default_rng(0)
@@ -172,8 +172,8 @@ def test_bfloat16_matmuls_keep_float32_params_and_close_loss(tiny_setup):
     cfg = config.copy_and_resolve_references()
     cfg.model.dtype = dtype
     model = nerf_vae.from_config(cfg.model, 1.0)
-    init = jax.jit(functools.partial(training.init_state, model, training.make_optimizer(cfg.train)))
-    state = init(batch_lib.example(batch_lib.for_config(cfg, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
+    init = jax.jit(functools.partial(update.init_state, model, update.make_optimizer(cfg.train)))
+    state = init(batching.example(batching.for_config(cfg, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state["params"]))
     loss_fn = jax.jit(functools.partial(objectives.elbo_loss, model, num_rays=256, likelihood_scale=0.1))
     loss, _ = loss_fn(state["params"], b, jax.random.PRNGKey(1))
@@ -199,13 +199,13 @@ def fit_few_scenes(config, src, scenes, steps=200):
   config = config.copy_and_resolve_references()
   config.train.num_steps, config.train.warmup_steps, config.loss.beta_warmup_steps = steps, 20, 100
   model, tx, state = _model_and_params(config, src)
-  step = jax.jit(functools.partial(training.train_step, model, tx, config), donate_argnums=0)
+  step = jax.jit(functools.partial(update.train_step, model, tx, config), donate_argnums=0)
   rng, key, losses = np.random.default_rng(0), jax.random.PRNGKey(1), []
   for _ in range(steps):
     state, metrics = step(state, _batch(scenes, rng), key)
     losses.append(float(metrics["loss"]))
   per_scene, _ = protocol.evaluate(model, state["params"], scenes, 4, protocol.Settings(num_samples=1, num_rays=64))
-  return losses, metrics_lib.summarize(per_scene)
+  return losses, view_metrics.summarize(per_scene)
 
 
 def test_fits_a_few_scenes_with_objects_in_place(tiny_setup):

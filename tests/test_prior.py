@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import shape_scenes
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import errors
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import protocol
@@ -24,7 +24,7 @@ def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3
                       encoder_channels=(8, 16), mlp_width=16, mlp_depth=2, num_coarse=8, num_fine=8, **overrides)
   config.data.max_context = 2
   model = nerf_vae.from_config(config.model, 1.0)
-  example = batch_lib.example(batch_lib.for_config(config, 32, 32))
+  example = batching.example(batching.for_config(config, 32, 32))
   init = jax.jit(lambda k: model.init(k, example, jnp.zeros((1, 4, 3)), jnp.ones((1, 4, 3)) / np.sqrt(3), k))
   params = init(jax.random.PRNGKey(0))
   leaves, tree = jax.tree.flatten(params)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nerf_vae_jax.data import source
-from nerf_vae_jax.evaluation import probe, sample_metrics, sample_quality, uncertainty
+from nerf_vae_jax.evaluation import probe_net, sample_metrics, sample_quality, uncertainty
 from nerf_vae_jax.scenes import specs
 
 
@@ -83,23 +83,23 @@ def test_a_view_sees_its_own_surfaces_and_the_far_view_is_the_most_opposite(tiny
 
 
 def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys):
-  settings = probe.Settings(train_scenes=32, epochs=4, batch_size=32)
+  settings = probe_net.Settings(train_scenes=32, epochs=4, batch_size=32)
   logs = []
-  model, params, info = probe.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
+  model, params, info = probe_net.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
   assert logs and os.path.exists(os.path.join(info["folder"], "probe.json"))
   assert set(info["held_out"]) >= {"count_accuracy", "shapes_accuracy", "hues_accuracy", "layout_accuracy"}
   images = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[0]["images"]
-  feats = probe.features((model, params, info), images)
+  feats = probe_net.features((model, params, info), images)
   assert feats.shape == (len(images), 64)
   # The same spec and settings: read from the cache, not trained again, same features.
   logs.clear()
-  cached = probe.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
+  cached = probe_net.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
   assert not logs and cached[2]["folder"] == info["folder"]
-  np.testing.assert_allclose(probe.features(cached, images), feats, rtol=1e-6)
+  np.testing.assert_allclose(probe_net.features(cached, images), feats, rtol=1e-6)
   # A changed dataset spec (or probe settings) is another key: trained anew, in another folder.
   spec = specs.SPECS["tiny"]
-  assert probe.cache_key(spec, settings) != probe.cache_key(dataclasses.replace(spec, seed=1), settings)
-  assert probe.cache_key(spec, settings) != probe.cache_key(spec, dataclasses.replace(settings, epochs=5))
+  assert probe_net.cache_key(spec, settings) != probe_net.cache_key(dataclasses.replace(spec, seed=1), settings)
+  assert probe_net.cache_key(spec, settings) != probe_net.cache_key(spec, dataclasses.replace(settings, epochs=5))
   monkeypatch.setitem(specs.SPECS, "tiny", dataclasses.replace(spec, ambient=0.5))
-  changed = probe.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
+  changed = probe_net.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
   assert logs and changed[2]["folder"] != info["folder"]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import sharding
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
-from nerf_vae_jax.train import memory, step as step_lib
+from nerf_vae_jax.train import memory, update
 
 pytestmark = pytest.mark.xdist_group("model")
 
@@ -27,12 +27,12 @@ def _config(microbatches=1, remat=False):
 
 def _setup(config, mesh):
   model = nerf_vae.from_config(config.model, SPEC.scene_radius)
-  tx = step_lib.make_optimizer(config.train)
+  tx = update.make_optimizer(config.train)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  example = batch_lib.example(batch_lib.for_config(config, SPEC.height, SPEC.width))
-  state = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)(example,
+  example = batching.example(batching.for_config(config, SPEC.height, SPEC.width))
+  state = jax.jit(functools.partial(update.init_state, model, tx), out_shardings=repl)(example,
                                                                                         jax.random.PRNGKey(0))
-  batch = jax.device_put(batch_lib.synthetic(SPEC, config.data, config.train.batch_size), batch_sh)
+  batch = jax.device_put(batching.synthetic(SPEC, config.data, config.train.batch_size), batch_sh)
   return model, state, batch, repl, batch_sh
 
 
@@ -40,8 +40,8 @@ def _grads(config, mesh):
   model, state, batch, repl, batch_sh = _setup(config, mesh)
 
   def f(params, batch):
-    keys = step_lib.scene_keys(jax.random.PRNGKey(1), 7, batch["target_images"].shape[0])
-    return step_lib.loss_and_grads(model, config, params, batch, keys, 7, devices=mesh.size)
+    keys = update.scene_keys(jax.random.PRNGKey(1), 7, batch["target_images"].shape[0])
+    return update.loss_and_grads(model, config, params, batch, keys, 7, devices=mesh.size)
 
   fn = jax.jit(f, in_shardings=(repl, batch_sh), out_shardings=repl)
   compiled = fn.lower(state["params"], batch).compile()
@@ -91,9 +91,9 @@ def test_microbatches_that_do_not_divide_the_per_device_batch_are_a_config_error
 
 def test_scene_keys_depend_on_step_and_scene_only():
   k = jax.random.PRNGKey(3)
-  a, b = step_lib.scene_keys(k, 5, 8), step_lib.scene_keys(k, 5, 4)
+  a, b = update.scene_keys(k, 5, 8), update.scene_keys(k, 5, 4)
   np.testing.assert_array_equal(jax.random.key_data(a[:4]), jax.random.key_data(b))  # a scene's key ignores B
-  c = step_lib.scene_keys(k, 6, 8)
+  c = update.scene_keys(k, 6, 8)
   assert not np.array_equal(jax.random.key_data(a), jax.random.key_data(c))
 
 
@@ -104,7 +104,7 @@ def test_tiny_kl_warmup_spans_the_run_however_long(num_steps):
   from experiments.configs import shape_scenes
   config = shape_scenes.get_config("tiny")
   config.train.num_steps = num_steps
-  beta = lambda s: float(step_lib.beta_at(s, config))
+  beta = lambda s: float(update.beta_at(s, config))
   assert config.loss.beta_warmup_steps is None
   np.testing.assert_allclose([beta(0), beta(num_steps // 4), beta(num_steps), beta(2 * num_steps)],
                              [0.0, 0.25, 1.0, 1.0], rtol=1e-6)

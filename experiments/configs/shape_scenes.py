@@ -110,7 +110,7 @@ def base() -> config_dict.ConfigDict:
   c.model.colour_features = False
   c.model.posterior = "average"  # "average" (the reference) or "poe" (product of experts)
   # Grid only: the prior of the cells. "independent": N(0, I) on every cell (the reference); "hierarchical":
-  # a scene-level z0 ~ N(0, I) and p(cells | z0) (nerf_vae_jax/models/prior.py).
+  # a scene-level z0 ~ N(0, I) and p(cells | z0) (nerf_vae_jax/models/priors.py).
   c.model.prior = "independent"
   c.model.prior_net = "per_cell"  # hierarchical: "per_cell" (a dense basis per cell) or "pyramid" (2 -> 4 -> 8)
   c.model.top_dim = 64  # hierarchical: size of z0

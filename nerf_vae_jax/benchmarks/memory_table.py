@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax
 
-from nerf_vae_jax.train import memory, memory_plan
+from nerf_vae_jax.train import memory
 from nerf_vae_jax.train.memory_plan import REMAT_CHUNKS, step_memory
 
 

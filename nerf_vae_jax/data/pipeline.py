@@ -19,10 +19,9 @@ import grain
 import numpy as np
 from absl import flags
 
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import errors
-from nerf_vae_jax.data import source as source_lib
-from nerf_vae_jax.data.source import SceneSource
+from nerf_vae_jax.data import source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +40,7 @@ class ViewSampling:
 def select_views(scene: dict, rng: np.random.Generator, views: ViewSampling) -> dict:
   """Splits one scene's views into context and targets.
 
-  Returns one element of a batch (``nerf_vae_jax/batch.py``; K =
+  Returns one element of a batch (``nerf_vae_jax/batching.py``; K =
   max_context, T = num_targets; padding repeats real views and is masked
   out) and its scene_id (int64).
   """
@@ -55,10 +54,10 @@ def select_views(scene: dict, rng: np.random.Generator, views: ViewSampling) -> 
   target = order[k:k + t]
   if scene["images"].dtype == object:  # PNG bytes (SceneSource(only_views=True)): decode the picked views only
     used = np.unique(np.concatenate([context, target]))
-    scene = dict(scene, images=source_lib.decode_pngs(scene["images"], used), intrinsics=scene["intrinsics"][used],
+    scene = dict(scene, images=source.decode_pngs(scene["images"], used), intrinsics=scene["intrinsics"][used],
                  cam_to_world=scene["cam_to_world"][used])
     context, target = np.searchsorted(used, context), np.searchsorted(used, target)
-  return dict(batch_lib.from_views(scene, context, n, target), scene_id=np.int64(scene["scene_id"]))
+  return dict(batching.from_views(scene, context, n, target), scene_id=np.int64(scene["scene_id"]))
 
 
 class _ProcessRows(grain.MapDataset):
@@ -82,7 +81,7 @@ class _ProcessRows(grain.MapDataset):
     return f"ProcessRows(process {self._index} of {self._count})"
 
 
-def make_dataset(source: SceneSource, *, batch_size: int, views: ViewSampling, seed: int,
+def make_dataset(scenes: source.SceneSource, *, batch_size: int, views: ViewSampling, seed: int,
                  train: bool = True, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
   """The per-process batched dataset.
 
@@ -94,10 +93,10 @@ def make_dataset(source: SceneSource, *, batch_size: int, views: ViewSampling, s
   may be smaller.
 
   Args:
-    source: the split to read.
+    scenes: the split to read.
     batch_size: scenes per batch *in this process* (global / process_count).
   """
-  ds = grain.MapDataset.source(source)
+  ds = grain.MapDataset.source(scenes)
   select = functools.partial(select_views, views=views)
   if not train:
     return ds[process_index::process_count].random_map(select, seed=seed).batch(batch_size)

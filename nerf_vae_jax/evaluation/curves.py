@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
-
 from nerf_vae_jax import errors
 from nerf_vae_jax.data import source
-from nerf_vae_jax.evaluation import metrics, protocol
-from nerf_vae_jax.train import checkpoints, summaries, workdir as workdir_lib
+from nerf_vae_jax.evaluation import view_metrics, protocol
+from nerf_vae_jax.train import checkpoints, summaries, run_dir
 
 # Cheap bounds: the curves are about the renders; the ELBO and IWAE come from experiments.evaluate.
 CURVE_SETTINGS = protocol.Settings(num_samples=1, num_rays=256)
@@ -45,7 +43,7 @@ def learning_curve(workdir: str, split: str = "test", num_scenes: int = 32, cont
   mngr.close()
   if not steps:
     raise checkpoints.NoCheckpointError(f"{workdir} has no checkpoints: train first.")
-  config = workdir_lib.load_config(workdir)
+  config = run_dir.load_config(workdir)
   src = source.SceneSource(config.data.name, split, data_dir or config.data.data_dir)
   scenes = [src[i] for i in range(min(num_scenes, len(src)))]
   logged = summaries.read_metrics(workdir)
@@ -54,11 +52,11 @@ def learning_curve(workdir: str, split: str = "test", num_scenes: int = 32, cont
     if step in cached:
       rows.append(cached[step])
       continue
-    _, model, _, params, _ = workdir_lib.restore_params(workdir, step)
+    _, model, _, params, _ = run_dir.restore_params(workdir, step)
     row = {"step": step, "elapsed_minutes": _elapsed_at(logged, step), "num_scenes": len(scenes)}
     for k in context:
       per_scene, _ = protocol.evaluate(model, params, scenes, k, CURVE_SETTINGS, seed=config.seed)
-      summary = metrics.summarize(per_scene)
+      summary = view_metrics.summarize(per_scene)
       # NaN where the dataset has no masks (converted datasets): the object panels stay empty.
       row.update({f"k{k}_{m}": summary.get(m, float("nan")) for m in FIELDS})
     print(f"  {workdir} step {step} ({row['elapsed_minutes'] or 0:.1f} min): "

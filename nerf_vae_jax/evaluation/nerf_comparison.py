@@ -25,8 +25,8 @@ import numpy as np
 from nerf_vae_jax import errors, visualize
 from nerf_vae_jax.baselines import nerf
 from nerf_vae_jax.data import build, source
-from nerf_vae_jax.evaluation import metrics, protocol, report
-from nerf_vae_jax.train import workdir as workdir_lib
+from nerf_vae_jax.evaluation import view_metrics, protocol, report
+from nerf_vae_jax.train import run_dir
 
 DENSE_HELD_OUT = 10  # the last views of each dense scene
 
@@ -34,7 +34,7 @@ DENSE_HELD_OUT = 10  # the last views of each dense scene
 def run_baseline(workdir, split="test", num_scenes=8, counts=(1, 2, 3, 4), dense=False, steps=1000, num_rays=512,
                  learning_rate=5e-3, group=16, data_dir=None, seed=0) -> str:
   """Fits and scores the NeRFs; returns the metrics.json path."""
-  config = workdir_lib.load_config(workdir)
+  config = run_dir.load_config(workdir)
   data_dir = data_dir or config.data.data_dir or build.default_data_dir()
   name = "shape_scenes/dense" if dense else config.data.name
   if dense and not build.is_built(name, data_dir):
@@ -70,7 +70,7 @@ def run_baseline(workdir, split="test", num_scenes=8, counts=(1, 2, 3, 4), dense
                                            stack("cam_to_world", held_out), spec.height, spec.width,
                                            config.eval.chunk))
     for i, (s, c) in enumerate(chunk):
-      per_count[c].append(metrics.scene_metrics(out["rgb"][i], out["depth"][i], out["acc"][i], scenes[s], c,
+      per_count[c].append(view_metrics.scene_metrics(out["rgb"][i], out["depth"][i], out["acc"][i], scenes[s], c,
                                                    held_out))
       context_psnr[c].append(float(fit_psnr[i]))
       if s == 0:
@@ -79,7 +79,7 @@ def run_baseline(workdir, split="test", num_scenes=8, counts=(1, 2, 3, 4), dense
           flush=True)
 
   key = "num_views" if dense else "num_context_views"
-  results = [{key: c, **metrics.summarize(per_count[c]), "context_psnr": float(np.mean(context_psnr[c]))}
+  results = [{key: c, **view_metrics.summarize(per_count[c]), "context_psnr": float(np.mean(context_psnr[c]))}
              for c in counts]
   out_dir = os.path.join(workdir, "eval", "nerf_baseline", "dense" if dense else split)
   os.makedirs(out_dir, exist_ok=True)

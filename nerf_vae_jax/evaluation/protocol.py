@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import geometry, image_metrics, sharding, visualize
-from nerf_vae_jax.evaluation import metrics
+from nerf_vae_jax.evaluation import view_metrics
 from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
 
 CONTEXT_CANDIDATES = 4  # views [0, 4) may be context; [4, V) are held out
@@ -42,10 +42,10 @@ class Settings:
 
 
 def context_batch(scenes: list[dict], num_context: int) -> dict:
-  """Scenes -> a batch (``nerf_vae_jax/batch.py``): context views [0, 4) of
+  """Scenes -> a batch (``nerf_vae_jax/batching.py``): context views [0, 4) of
   which the first ``num_context`` are real, targets the held-out views."""
   num_views = scenes[0]["images"].shape[0]
-  return batch_lib.stack([batch_lib.from_views(s, range(CONTEXT_CANDIDATES), num_context,
+  return batching.stack([batching.from_views(s, range(CONTEXT_CANDIDATES), num_context,
                                                range(CONTEXT_CANDIDATES, num_views)) for s in scenes])
 
 
@@ -125,7 +125,7 @@ def evaluate(model, params, scenes: list[dict], num_context: int, settings: Sett
     batch = sharding.global_batch(context_batch(padded, num_context), mesh)
     out = jax.device_get(evaluate_batch(model, params, batch, key, settings))
     for i, scene in enumerate(chunk):
-      m = metrics.scene_metrics(out["rgb"][i], out["depth"][i], out["acc"][i], scene, num_context, HELD_OUT)
+      m = view_metrics.scene_metrics(out["rgb"][i], out["depth"][i], out["acc"][i], scene, num_context, HELD_OUT)
       m.update(elbo_per_pixel=float(out["elbo_per_pixel"][i]), iwae_per_pixel=float(out["iwae_per_pixel"][i]))
       per_scene.append(m)
     preds.append({k: out[k][:len(chunk)] for k in ("rgb", "depth", "acc")})
@@ -153,7 +153,7 @@ def orbit_cameras(spec, num: int, distance: float | None = None, elevation_degre
 def render_orbit(model, params, scene: dict, num_context: int, spec, num_frames: int = 24) -> np.ndarray:
   """uint8 [F, H, W, 3] frames of the scene inferred from its first ``num_context`` views."""
   intr, c2w = orbit_cameras(spec, num_frames)
-  context = batch_lib.context(context_batch([scene], num_context))
+  context = batching.context(context_batch([scene], num_context))
   out = infer_and_render(model, params, context, (intr[None], c2w[None]), spec.height, spec.width)
   return visualize.to_uint8(out["rgb"][0])
 
@@ -171,7 +171,7 @@ def background_breakdown(model, params, scenes: list[dict], num_context: int, ba
   """Where a model's error over the backdrop comes from, per scene (scenes need masks).
 
   From ``num_context`` views, on the held-out views, from the posterior mean:
-  background_mse (on the true background pixels, as ``metrics.scene_metrics``),
+  background_mse (on the true background pixels, as ``view_metrics.scene_metrics``),
   colour_error (squared error, mean over channels, of the model's background
   colour against the true backdrop's: the median of the true background
   pixels) and background_opacity (mean rendered opacity there: haze, or the

@@ -27,9 +27,9 @@ import time
 
 from nerf_vae_jax import errors, visualize
 from nerf_vae_jax.data import source
-from nerf_vae_jax.evaluation import metrics as metrics_lib
+from nerf_vae_jax.evaluation import view_metrics
 from nerf_vae_jax.evaluation import protocol, report
-from nerf_vae_jax.train import workdir as workdir_lib
+from nerf_vae_jax.train import run_dir
 
 
 def step_dir(workdir: str, step: int) -> str:
@@ -63,7 +63,7 @@ def evaluate(workdir, step=None, split="test", num_scenes=None, context=(1, 2, 3
   for k in context:
     if not 1 <= k <= protocol.CONTEXT_CANDIDATES:
       raise errors.UserError(f"--context={k}: context views must be between 1 and {protocol.CONTEXT_CANDIDATES}.")
-  config, model, spec, params, step = workdir_lib.restore_params(workdir, step)
+  config, model, spec, params, step = run_dir.restore_params(workdir, step)
   src = source.SceneSource(config.data.name, split, data_dir or config.data.data_dir)
   if spec.num_views <= protocol.CONTEXT_CANDIDATES:
     raise errors.UserError(f"{src.name} has {spec.num_views} views per scene; evaluation needs more than "
@@ -86,7 +86,7 @@ def evaluate(workdir, step=None, split="test", num_scenes=None, context=(1, 2, 3
     for k in context:
       t0 = time.time()
       per_scene, preds = protocol.evaluate(model, params, scenes, k, settings, seed=config.seed)
-      row = {"num_context_views": k, **metrics_lib.summarize(per_scene)}
+      row = {"num_context_views": k, **view_metrics.summarize(per_scene)}
       metrics[field].append(row)
       label = f"K={k}" + (f", refined {refine_steps} steps" if settings.refine_steps else "")
       # Datasets without masks or depths (converted ones) have no object, IoU or depth metrics.

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from nerf_vae_jax import sharding
-from nerf_vae_jax.evaluation import probe as probe_lib
+from nerf_vae_jax.evaluation import probe_net
 from nerf_vae_jax.evaluation import protocol, sample_quality
 from nerf_vae_jax.models import nerf_vae
 
@@ -91,7 +91,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
   else:  # the model's own prior
     independent = samples
   flat = lambda x: x.reshape((-1,) + x.shape[2:])
-  feats = lambda images: probe_lib.features(probe, flat(images))
+  feats = lambda images: probe_net.features(probe, flat(images))
   to_uint8 = lambda rgb: np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
   f_r = feats(real_r)
   fd = {"samples": sample_quality.frechet_distance(feats(to_uint8(samples["rgb"])), f_r),

@@ -1,7 +1,7 @@
 """Measures of generated scenes against real ones (NumPy, no model).
 
 * ``frechet_distance``: between two sets of features (the probe's,
-  ``evaluation/probe.py``), as FID does with Inception features:
+  ``evaluation/probe_net.py``), as FID does with Inception features:
   |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
 * ``object_statistics``: per view, the share of opaque pixels (coverage)
   and the number of visible objects, counted as the connected blobs of the

@@ -28,13 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import errors, visualize
 from nerf_vae_jax.data import source
-from nerf_vae_jax.evaluation import probe as probe_lib
+from nerf_vae_jax.evaluation import probe_net
 from nerf_vae_jax.evaluation import protocol, report, sample_metrics, uncertainty
 from nerf_vae_jax.models import nerf_vae
-from nerf_vae_jax.train import workdir as workdir_lib
+from nerf_vae_jax.train import run_dir
 
 
 def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num_steps=8, seed=0,
@@ -48,7 +48,7 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
   """
   if num_samples < 1 or num_frames < 4 or num_steps < 2:
     raise errors.UserError("Need --num_samples >= 1, --num_frames >= 4 and --num_steps >= 2.")
-  config, model, spec, params, step = workdir_lib.restore_params(workdir, step)
+  config, model, spec, params, step = run_dir.restore_params(workdir, step)
   data_dir = data_dir or config.data.data_dir
   out_dir = os.path.join(workdir, "eval", str(step), "generate" + ("" if temperature == 1 else f"_t{temperature:g}"))
   os.makedirs(out_dir, exist_ok=True)
@@ -62,8 +62,8 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
   # ---- Sample quality against real views.
   if metric_scenes:
     t0 = time.time()
-    probe = probe_lib.load_or_train(config.data.name, data_dir)
-    print(probe_lib.describe(probe[2]), flush=True)
+    probe = probe_net.load_or_train(config.data.name, data_dir)
+    print(probe_net.describe(probe[2]), flush=True)
     print(f"Rendering {min(metric_scenes, len(src) // 2)} prior samples and as many independent-cell latents from "
           f"real cameras (step {step}) ...", flush=True)
     metrics["samples"], renders = sample_metrics.measure(model, params, src, probe, num_scenes=metric_scenes,
@@ -106,7 +106,7 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
   # ---- Interpolations between inferred test scenes, seen from scene A's first held-out camera.
   n = min(2 * num_pairs, len(src)) // 2 * 2
   scenes = [src[i] for i in range(n)]
-  context = batch_lib.context(protocol.context_batch(scenes, protocol.CONTEXT_CANDIDATES))
+  context = batching.context(protocol.context_batch(scenes, protocol.CONTEXT_CANDIDATES))
   mean = jax.jit(lambda c: nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, c)))(context)
   t = jnp.linspace(0.0, 1.0, num_steps).reshape((1, num_steps) + (1,) * len(model.latent_shape))
   a, b = mean[0::2], mean[1::2]  # [P, ...]

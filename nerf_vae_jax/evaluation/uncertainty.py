@@ -21,7 +21,7 @@ import functools
 import jax
 import numpy as np
 
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import geometry, visualize
 from nerf_vae_jax.evaluation import protocol, sample_metrics
 from nerf_vae_jax.models import nerf_vae
@@ -78,7 +78,7 @@ def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: in
     chunk = scenes[start:start + batch_size]
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
     far = [far_view(s) for s in padded]
-    context = batch_lib.context(protocol.context_batch(padded, 1))
+    context = batching.context(protocol.context_batch(padded, 1))
     cam = lambda k: np.stack([s[k][f] for s, f in zip(padded, far)])[:, None]  # [B, 1, ...]
     h, w = padded[0]["images"].shape[1:3]
     latents, mean = jax.device_get(_posterior_latents(model, params, context, num_samples,

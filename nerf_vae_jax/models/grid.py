@@ -15,7 +15,6 @@ centre at ((i + 0.5) / G * 2 - 1) R on each axis.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from nerf_vae_jax import geometry

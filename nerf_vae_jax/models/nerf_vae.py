@@ -5,9 +5,9 @@ march rays through the latent-conditioned scene function, composite.
 ``model.apply(params, ..., method=...)``:
 
 * ``infer(context)`` -> ``posterior.Posterior``; ``context`` is a batch (or
-  its context part, ``batch.context``), see ``nerf_vae_jax/batch.py``
+  its context part, ``batch.context``), see ``nerf_vae_jax/batching.py``
 * ``render_rays(latent, origins, directions, key, randomized)`` -> coarse and fine renders
-* ``cell_prior(z0)`` -> p(cells | z0) of the hierarchical prior (``models/prior.py``)
+* ``cell_prior(z0)`` -> p(cells | z0) of the hierarchical prior (``models/priors.py``)
 * ``__call__`` (for ``init``): all of them.
 
 The functions below build on it: the latent's distributions
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from nerf_vae_jax import errors, geometry, rendering
 from nerf_vae_jax.models import grid, posterior, scene_function
-from nerf_vae_jax.models import prior as prior_lib
+from nerf_vae_jax.models import priors
 from nerf_vae_jax.models.encoder import Encoder
 from nerf_vae_jax.models.scene_function import BackgroundHead
 
@@ -57,11 +57,11 @@ class NeRFVAE(nn.Module):
   # GroupNorm, which normalises away each view's absolute colour level (a plain backdrop's colour).
   colour_features: bool = False
   # Grid only: "independent" (N(0, I) on every cell, the reference) or "hierarchical" (a scene-level z0 and
-  # p(cells | z0), models/prior.py), with z0's size and the prior networks' channels.
+  # p(cells | z0), models/priors.py), with z0's size and the prior networks' channels.
   prior: str = "independent"
   top_dim: int = 32
   prior_channels: int = 32
-  prior_net: str = "pyramid"  # or "per_cell" (models/prior.py)
+  prior_net: str = "pyramid"  # or "per_cell" (models/priors.py)
   top_down: int = 0  # hierarchical: deterministic features of z0 per cell that the scene function reads too
 
   @property
@@ -95,9 +95,9 @@ class NeRFVAE(nn.Module):
       if self.background_token:
         raise errors.ConfigError("config.model.background_token needs model.prior=independent (the token has no "
                                  "place in p(cells | z0)); turn one of them off.")
-      prior_lib.check_grid_size(self.grid_size)
-      self.top_encoder = prior_lib.TopEncoder(self.top_dim, self.prior_channels, self.grid_size, self.prior_net)
-      self.cell_prior_net = prior_lib.CellPrior(self.latent_dim, self.prior_channels, self.grid_size, self.prior_net,
+      priors.check_grid_size(self.grid_size)
+      self.top_encoder = priors.TopEncoder(self.top_dim, self.prior_channels, self.grid_size, self.prior_net)
+      self.cell_prior_net = priors.CellPrior(self.latent_dim, self.prior_channels, self.grid_size, self.prior_net,
                                                 self.top_down)
     self.scene_function = scene_function.of_settings(self, conditioning=self.latent,
                                                      scene_radius=self.scene_radius, dtype=self.dtype)
@@ -223,7 +223,7 @@ class NeRFVAE(nn.Module):
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
   choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE),
-             "prior": ("independent", "hierarchical"), "prior_net": prior_lib.NETS}
+             "prior": ("independent", "hierarchical"), "prior_net": priors.NETS}
   for field, allowed in choices.items():
     value = config.get(field, getattr(NeRFVAE, field, None))  # runs saved before a field existed: its default
     if value not in allowed:

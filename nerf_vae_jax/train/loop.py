@@ -18,11 +18,11 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import errors, sharding, visualize
 from nerf_vae_jax.data import build, pipeline, source
 from nerf_vae_jax.models import nerf_vae
-from nerf_vae_jax.train import checkpoints, memory, memory_plan, step as step_lib, summaries, workdir as workdir_lib
+from nerf_vae_jax.train import checkpoints, memory, memory_plan, update, summaries, run_dir
 
 
 class NonFiniteLossError(errors.UserError):
@@ -98,8 +98,8 @@ def make_preview(model, spec, mesh):
 def _initial_state(config, workdir, model, tx, spec, mngr, it, repl, init_key):
   """The train state, created directly in its (replicated) sharding or restored with the data iterator's
   position; returns (state, its abstract shapes, the start step)."""
-  example = batch_lib.example(batch_lib.for_config(config, spec.height, spec.width))
-  init = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)
+  example = batching.example(batching.for_config(config, spec.height, spec.width))
+  init = jax.jit(functools.partial(update.init_state, model, tx), out_shardings=repl)
   traced_init = init.trace(example, init_key)  # traced once: for the shapes and, if needed, to run
   abstract = traced_init.out_info
   if mngr.all_steps():
@@ -126,10 +126,10 @@ def _compiled_step(config, model, tx, spec, mesh, abstract, train_key):
   """The update step (state donated, batch sharded on ``data``), compiled ahead of the first batch so that
   a step that cannot fit stops here, with the numbers."""
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  step_fn = jax.jit(functools.partial(step_lib.train_step, model, tx, config, devices=mesh.size),
+  step_fn = jax.jit(functools.partial(update.train_step, model, tx, config, devices=mesh.size),
                     in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
   batch_structs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh) for k, v in
-                   batch_lib.for_config(config, spec.height, spec.width, config.train.batch_size).items()}
+                   batching.for_config(config, spec.height, spec.width, config.train.batch_size).items()}
   step_fn = step_fn.lower(checkpoints.abstract_like(abstract, repl), batch_structs, train_key).compile()
   _log(memory.report(memory.step_bytes(step_fn), memory.device_capacity(config.train.get("memory_limit_gib")),
                      config))
@@ -181,11 +181,11 @@ class _Progress:
 def train(config, workdir: str) -> dict:
   """Trains (or resumes) ``config`` in ``workdir``; returns the last logged metrics."""
   config = _plan_memory(config)  # the levers it chose are saved with the config
-  workdir_lib.save_config(config, workdir)
+  run_dir.save_config(config, workdir)
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)
-  model, spec = workdir_lib.make_model(config)
-  tx = step_lib.make_optimizer(config.train)
+  model, spec = run_dir.make_model(config)
+  tx = update.make_optimizer(config.train)
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   it = input_pipeline(config, sharding.check_batch_size(config.train.batch_size))
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -220,7 +220,7 @@ def train(config, workdir: str) -> dict:
         print(f"Stopping ({stop['signal']}; the data workers were stopped too): saved a checkpoint at step "
               f"{step - 1}; exiting.", flush=True)
         break
-      batch = sharding.global_batch(batch_lib.model_inputs(examples), mesh)
+      batch = sharding.global_batch(batching.model_inputs(examples), mesh)
       # Everything the step reads is already on the devices: an implicit host-to-device copy here would be
       # a silent slowdown, so it is an error.
       with jax.transfer_guard("disallow"):

@@ -23,9 +23,9 @@ import functools
 
 import jax
 
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import sharding
-from nerf_vae_jax.train import memory, step as step_lib, workdir as workdir_lib
+from nerf_vae_jax.train import memory, update, run_dir
 
 REMAT_CHUNKS = 8  # ray chunks when the plan turns remat on
 # The probes' compiler options: without XLA's rematerialization pass, memory grows with the scenes as it is;
@@ -38,14 +38,14 @@ def compile_step(config, device=None, compiler_options=None):
   compiled from abstract shapes (nothing is allocated or run)."""
   mesh = sharding.make_mesh([device or jax.devices()[0]])
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  model, spec = workdir_lib.make_model(config)
-  tx = step_lib.make_optimizer(config.train)
-  abstract = workdir_lib.abstract_state(config, model, spec)
+  model, spec = run_dir.make_model(config)
+  tx = update.make_optimizer(config.train)
+  abstract = run_dir.abstract_state(config, model, spec)
   state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), abstract)
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh)
-           for k, v in batch_lib.for_config(config, spec.height, spec.width, config.train.batch_size).items()}
+           for k, v in batching.for_config(config, spec.height, spec.width, config.train.batch_size).items()}
   key = jax.ShapeDtypeStruct((2,), jax.numpy.uint32, sharding=repl)
-  step = jax.jit(functools.partial(step_lib.train_step, model, tx, config, devices=1),
+  step = jax.jit(functools.partial(update.train_step, model, tx, config, devices=1),
                  in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
   return step.lower(state, batch, key).compile(compiler_options=compiler_options)
 

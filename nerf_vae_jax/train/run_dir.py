@@ -14,12 +14,12 @@ import os
 import jax
 import ml_collections
 
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import errors, sharding
 from nerf_vae_jax.data import build
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
-from nerf_vae_jax.train import checkpoints, step as step_lib
+from nerf_vae_jax.train import checkpoints, update
 
 
 class CheckpointMismatchError(errors.UserError):
@@ -54,9 +54,9 @@ def make_model(config) -> tuple[nerf_vae.NeRFVAE, specs.SceneSpec]:
 
 def abstract_state(config, model, spec):
   """The train state's shapes and dtypes (nothing computed)."""
-  example = batch_lib.example(batch_lib.for_config(config, spec.height, spec.width))
-  tx = step_lib.make_optimizer(config.train)
-  return jax.eval_shape(lambda k: step_lib.init_state(model, tx, example, k), jax.random.PRNGKey(0))
+  example = batching.example(batching.for_config(config, spec.height, spec.width))
+  tx = update.make_optimizer(config.train)
+  return jax.eval_shape(lambda k: update.init_state(model, tx, example, k), jax.random.PRNGKey(0))
 
 
 def restore_params(workdir: str, step: int | None = None):

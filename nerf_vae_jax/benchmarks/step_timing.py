@@ -33,14 +33,14 @@ import time
 import jax
 import numpy as np
 
-from nerf_vae_jax import batch as batch_lib
+from nerf_vae_jax import batching
 from nerf_vae_jax import flops, sharding
-from nerf_vae_jax.benchmarks import data as data_benchmark, peaks, profile
+from nerf_vae_jax.benchmarks import data_throughput, peaks, profile
 from nerf_vae_jax.data import build, pipeline
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
-from nerf_vae_jax.train import memory, memory_plan, step as step_lib, workdir as workdir_lib
+from nerf_vae_jax.train import memory, memory_plan, update, run_dir
 
 _T0 = time.perf_counter()
 
@@ -74,16 +74,16 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int, profi
   ``profile_dir``, also the op breakdown of 3 more steps (``profile.py``)."""
   mesh = sharding.make_mesh(devices)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  tx = step_lib.make_optimizer(config.train)
+  tx = update.make_optimizer(config.train)
   key = jax.random.PRNGKey(0)
-  state = jax.jit(functools.partial(step_lib.init_state, model, tx), out_shardings=repl)(
-      batch_lib.example(batch_lib.for_config(config, spec.height, spec.width)), key)
-  batch = jax.device_put(batch_lib.synthetic(spec, config.data, config.train.batch_size), batch_sh)
+  state = jax.jit(functools.partial(update.init_state, model, tx), out_shardings=repl)(
+      batching.example(batching.for_config(config, spec.height, spec.width)), key)
+  batch = jax.device_put(batching.synthetic(spec, config.data, config.train.batch_size), batch_sh)
   traces = []
 
   def step(state, batch, key):
     traces.append(1)  # runs only when jit traces (compiles) the step
-    return step_lib.train_step(model, tx, config, state, batch, key, devices=len(devices))
+    return update.train_step(model, tx, config, state, batch, key, devices=len(devices))
 
   step_fn = jax.jit(step, in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
   # XLA's cost analysis describes the per-device program: scale it to the whole mesh.
@@ -148,13 +148,13 @@ def time_pipeline(config, workers: int, batches: int) -> tuple[float, str]:
       print(f"Building {name} in {data_dir} for the pipeline measurement ...", flush=True)
       build.build(name, data_dir)
   views = pipeline.ViewSampling(config.data.min_context, config.data.max_context, config.data.num_targets)
-  return data_benchmark.loader_scenes_per_s(name, data_dir, workers, config.train.batch_size, batches, views), name
+  return data_throughput.loader_scenes_per_s(name, data_dir, workers, config.train.batch_size, batches, views), name
 
 
 def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipeline_batches=40,
               render_sizes=(), profile_dir=None) -> dict:
   """Times the step on 1 and all local devices (``profile_dir``: also profiles the all-device step)."""
-  model, spec = workdir_lib.make_model(config)
+  model, spec = run_dir.make_model(config)
   dev = jax.local_devices()
   counts = [1] + ([len(dev)] if len(dev) > 1 else [])
   model_flops = flops.train_step_flops(model, config.train.batch_size, config.data.max_context, spec.height,
@@ -189,7 +189,7 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
       note = plan.describe()
       print(note, flush=True)
       run_config = memory_plan.apply(config, plan) if plan.changed else config
-    run_model = workdir_lib.make_model(run_config)[0] if run_config is not config else model
+    run_model = run_dir.make_model(run_config)[0] if run_config is not config else model
     _say(f"compiling and timing the step on {n} device(s) ...")
     r = time_train_step(run_config, run_model, spec, dev[:n], steps, warmup,
                         profile_dir if n == counts[-1] else None)
