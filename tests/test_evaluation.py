@@ -280,5 +280,5 @@ def test_demo_runs_end_to_end_and_prints_its_table(runner_env, tmp_path):
   assert os.path.exists(tmp_path / "train_tiny" / "eval" / "2" / "generate" / "samples_vs_data.png")
   with open(tmp_path / "train_tiny" / "config.json") as f:
     saved = json.load(f)
-  # --steps sets the run's length only; tiny's KL warm-up (None) then spans it (test_step)
+  # --steps sets the run's length only; tiny's KL warm-up (None) then spans it (test_update)
   assert saved["train"]["num_steps"] == 2 and saved["loss"]["beta_warmup_steps"] is None
