@@ -2,15 +2,29 @@
 tests see 2 host devices (data parallelism is exercised in-process)."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from absl import flags
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")  # before JAX starts
+# One compilation cache for the run, shared by the xdist workers (they inherit the controller's environment)
+# and the subprocesses: many tests compile the same small programs (the toy config's step, init, renderer).
+_OWN_CACHE = "NERF_VAE_TEST_JAX_CACHE" not in os.environ  # this process made it (the controller): it removes it
+os.environ.setdefault("NERF_VAE_TEST_JAX_CACHE", tempfile.mkdtemp(prefix="nerf_vae_jax_test_cache_"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["NERF_VAE_TEST_JAX_CACHE"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 flags.FLAGS.mark_as_parsed()  # as an absl app would (grain's worker processes read absl flags)
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["NERF_VAE_TEST_JAX_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="package")  # tests/ is one directory: built once per run
@@ -31,11 +45,9 @@ SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.data.nam
 
 
 @pytest.fixture(scope="package")  # tests/ is one directory: built once per run
-def runner_env(tiny_data_dir, tmp_path_factory):
+def runner_env(tiny_data_dir):
   """(environment for subprocesses, tiny data dir); the subprocesses share a compilation cache."""
-  e = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu",
-           JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  e = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")  # with the run's compilation cache (above)
   e.pop("XLA_FLAGS", None)
   return e, tiny_data_dir
 

@@ -82,20 +82,39 @@ def test_time_budget_stops_with_a_checkpoint_and_logs_elapsed_minutes(tiny_data_
   assert last["elapsed_minutes"] > 0 and _losses(tmp_path).keys() == {1}
 
 
-def test_memory_is_reported_and_a_step_that_cannot_fit_stops_before_training(tiny_data_dir, tmp_path, capsys):
+def test_memory_is_reported_planned_and_a_step_that_cannot_fit_stops_before_training(tiny_data_dir, tmp_path,
+                                                                                    capsys):
   from nerf_vae_jax.train import memory
   config = small_config(tiny_data_dir, 1)
   loop.train(config, str(tmp_path / "fits"))
   line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("Training step memory per device"))
   used = float(line.split(": ")[1].split(" GiB")[0])
   assert 0 < used < 4 and "4 scene(s) x 32 rays per device" in line  # batch 8 over the 2 devices
+  # With a limit the plan runs first: at 60% of what the step needs, it picks a lever (remat first on the CPU),
+  # saves it with the config, and the step it compiles fits.
+  config.train.memory_limit_gib = 0.6 * used
+  loop.train(config, str(tmp_path / "planned"))
+  out = capsys.readouterr().out
+  plan = next(l for l in out.splitlines() if l.startswith("Memory plan: "))
+  assert "remat chunks 8" in plan and "config.model.remat_chunks=8" in plan, plan
+  with open(tmp_path / "planned" / "config.json") as f:
+    saved = json.load(f)
+  assert saved["model"]["remat_chunks"] == 8 and f"{saved['train']['microbatches']} micro-batch(es)" in plan
+  line = next(l for l in out.splitlines() if l.startswith("Training step memory per device"))
+  assert float(line.split(": ")[1].split(" GiB")[0]) < 0.6 * used and "step 1/1" in out
+  # 100x too big: nothing fits, and the run stops before its first step with what each lever would need.
   config.train.memory_limit_gib = used / 100
-  # 100x too big: micro-batches alone cannot fix it, so the first fix named is the most there are (4 scenes
-  # per device), then remat, bfloat16, and a smaller batch.
+  with pytest.raises(memory.OutOfMemoryError, match=r"Nothing is predicted to fit .* 4 scene\(s\) per device. "
+                                                    r"Predicted: 1 micro-batch\(es\), remat chunks off: .*MiB.*bfloat16"):
+    loop.train(config, str(tmp_path / "too_small"))
+  assert not os.path.exists(tmp_path / "too_small" / "metrics.jsonl")
+  # A compiled step over the capacity (a plan that predicted too little, or the CPU without a limit) stops
+  # with the fixes in order: the micro-batches that would fit, remat, bfloat16, a smaller batch.
+  config.train.memory_limit_gib = None
+  step = {"total": 100 * memory.GIB, "temporaries": 99 * memory.GIB, "arguments": memory.GIB}
   with pytest.raises(memory.OutOfMemoryError, match=r"It does not fit \(\d+\.\dx.*config.train.microbatches=4 \(now 1"
                                                     r".*config.model.remat_chunks=8.*bfloat16.*batch_size \(now 8 over 2"):
-    loop.train(config, str(tmp_path / "too_small"))
-  assert not os.path.exists(tmp_path / "too_small" / "metrics.jsonl")  # stopped before the first step
+    memory.report(step, memory.GIB, config)
 
 
 def test_a_stop_signal_that_also_killed_the_data_workers_still_saves_the_step_reached(tiny_data_dir, tmp_path,

@@ -65,7 +65,7 @@ def test_the_plan_keeps_a_config_that_fits_and_names_the_numbers_when_nothing_do
   assert (p.microbatches, p.remat_chunks, p.changed) == (1, 0, False) and "as it is" in p.describe()
   # Predicted from the probes at 1 and 2 scenes: the 8-scene step as a full compile measures it.
   assert p.predicted_bytes == pytest.approx(_full(1, 0), rel=0.15)
-  with pytest.raises(memory.OutOfMemoryError, match=r"Nothing is predicted to fit 0\.0 GiB .* 8 scene\(s\)"):
+  with pytest.raises(memory.OutOfMemoryError, match=r"Nothing is predicted to fit 0\.0 MiB .* 8 scene\(s\)"):
     memory_plan.plan(config, 1, 1000)
 
 

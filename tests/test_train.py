@@ -167,4 +167,4 @@ def test_wrong_variant_is_one_line(env, tmp_path):
                       f"--workdir={tmp_path}"], env=e, capture_output=True, text=True, timeout=300)
   assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
   assert r.stderr.strip().splitlines()[-1] == ("error: Unknown variant 'nosuch' of shape_scenes.py; choose one of "
-                                               "tiny, tiny_long, tiny_reference, global, grid.")
+                                               "tiny, tiny_long, tiny_reference, global, grid, grid_4min.")

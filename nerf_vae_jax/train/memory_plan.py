@@ -55,6 +55,10 @@ def step_memory(config, device=None, compiler_options=None) -> dict:
   return memory.step_bytes(compile_step(config, device, compiler_options))
 
 
+def _size(n: float) -> str:
+  return f"{n / memory.GIB:.2f} GiB" if n >= 0.1 * memory.GIB else f"{n / 2 ** 20:.1f} MiB"
+
+
 @dataclasses.dataclass(frozen=True)
 class Probe:
   """Bytes per device at 1 and 2 scenes, one micro-batch, remat on or off."""
@@ -81,8 +85,7 @@ class Plan:
 
   def describe(self) -> str:
     head = (f"Memory plan: {self.microbatches} micro-batch(es), remat chunks {self.remat_chunks or 'off'}: "
-            f"{self.predicted_bytes / memory.GIB:.2f} GiB predicted per device of "
-            f"{self.capacity / memory.GIB:.2f} GiB")
+            f"{_size(self.predicted_bytes)} predicted per device of {_size(self.capacity)}")
     if not self.changed:
       return head + " (the config as it is)."
     return (head + f" (set config.train.microbatches={self.microbatches} config.model.remat_chunks="
@@ -115,7 +118,7 @@ def plan(config, num_devices: int, capacity: int, headroom: float = 0.9, prefer:
       if remat not in probes:
         probes[remat] = _probe(config, remat)
       seen[(m, remat)] = probes[remat].predict(per_device, m)
-      tried.append(f"{m} micro-batch(es), remat chunks {remat or 'off'}: {seen[(m, remat)] / memory.GIB:.2f} GiB")
+      tried.append(f"{m} micro-batch(es), remat chunks {remat or 'off'}: {_size(seen[(m, remat)])}")
     return seen[(m, remat)]
 
   used = predict(m0, r0)
@@ -128,7 +131,7 @@ def plan(config, num_devices: int, capacity: int, headroom: float = 0.9, prefer:
       if used <= limit:
         return Plan(m, remat, used, capacity, True, tuple(tried))
   raise memory.OutOfMemoryError(
-      f"Nothing is predicted to fit {capacity / memory.GIB:.1f} GiB per device ({headroom:.0%} of it used) with "
+      f"Nothing is predicted to fit {_size(capacity)} per device ({headroom:.0%} of it used) with "
       f"{per_device} scene(s) per device. Predicted: " + "; ".join(tried) +
       ". Lower config.train.batch_size or config.loss.num_rays, or use config.model.dtype=bfloat16.")
 
