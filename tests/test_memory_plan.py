@@ -8,6 +8,8 @@ from experiments.configs import shape_scenes
 from nerf_vae_jax.benchmarks import peaks
 from nerf_vae_jax.train import memory, memory_plan
 
+pytestmark = pytest.mark.xdist_group("memory_plan")  # one worker: the compiles below are cached for the module
+
 
 def _small_config():
   c = shape_scenes.get_config("tiny")

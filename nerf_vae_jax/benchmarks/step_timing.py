@@ -180,10 +180,10 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
     out.update(xla_cpu_flops_per_step=cpu_flops, model_over_xla_cpu_flops=model_flops["train_step"] / cpu_flops)
   runs = {}
   for n in counts:
-    # Levers decided before the one real compile (on the CPU too, where the probes are cheap).
+    # Levers decided before the one real compile, where the trainer decides them (memory_plan.needs_plan).
     run_config, note = config, None
     capacity = memory.device_capacity(config.train.get("memory_limit_gib"))
-    if capacity:
+    if capacity and memory_plan.needs_plan(config):
       _say(f"planning memory on {n} device(s) (two probe compiles) ...")
       plan = memory_plan.plan(config, n, capacity)
       note = plan.describe()
