@@ -66,6 +66,6 @@ timeout 240 $PY -m experiments.train --config=$CFG:grid --config.train.memory_li
   --config.data.name=shape_scenes/64px_mini --config.data.data_dir="$DATA_DIR" --config.train.num_steps=2 \
   --config.train.log_every=1 --config.train.image_every=0 --workdir="$WORK_DIR/run_f32_plan" >>"$LOG" 2>&1 \
   || stamp "grid float32 run stopped (see the plan above)"
-stamp "grid float32 at 80 GiB: $(( $(date +%s) - start )) s from launch to exit (2 steps)"
+stamp "grid float32 at 80 GiB: $(( $(date +%s) - start )) s from launch to exit (2 steps; the first step line says when it came)"
 
 stamp "done"

@@ -29,6 +29,9 @@ class NonFiniteLossError(errors.UserError):
   """The loss became NaN or infinite."""
 
 
+_IMPORTED = time.time()  # about when the command started (the first log line reports the start-up time)
+
+
 def _log(*args):
   if jax.process_index() == 0:
     print(*args, flush=True)
@@ -155,6 +158,7 @@ class _Progress:
     earlier = [r for r in summaries.read_metrics(workdir) if r["step"] <= start]
     self.elapsed0 = earlier[-1].get("elapsed_minutes", 0.0) if earlier else 0.0
     self.t_start = self.t0 = time.time()
+    self.logged = False
     self.s0, self.num_steps = start, config.train.num_steps
     self.rays_per_step = config.train.batch_size * config.loss.num_rays
     budget = config.train.get("time_budget_minutes", 0)
@@ -171,10 +175,12 @@ class _Progress:
     last["elapsed_minutes"] = self.elapsed0 + (time.time() - self.t_start) / 60
     writer.scalars(step, last)
     eta = (self.num_steps - step) / max(last["steps_per_s"], 1e-9)
+    # The first line also says how long the start took (planning, compiling, the data workers): minutes on a GPU.
+    started = "" if self.logged else f"  (first log {time.time() - _IMPORTED:.0f} s after start-up)"
     _log(f"step {step}/{self.num_steps}  loss {last['loss']:.4f}  psnr {last['psnr']:.2f}  "
          f"kl {last['kl']:.1f}  {last['steps_per_s']:.2f} steps/s  {last['rays_per_s']:,.0f} rays/s  "
-         f"ETA {eta / 60:.1f} min")
-    self.t0, self.s0 = time.time(), step
+         f"ETA {eta / 60:.1f} min{started}")
+    self.t0, self.s0, self.logged = time.time(), step, True
     return last
 
 
