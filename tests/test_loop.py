@@ -84,12 +84,12 @@ def test_time_budget_stops_with_a_checkpoint_and_logs_elapsed_minutes(tiny_data_
 
 def test_memory_is_reported_planned_and_a_step_that_cannot_fit_stops_before_training(tiny_data_dir, tmp_path,
                                                                                     capsys):
-  from nerf_vae_jax.train import memory
+  from nerf_vae_jax.train import memory, memory_plan
   config = small_config(tiny_data_dir, 1)
-  loop.train(config, str(tmp_path / "fits"))
-  line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("Training step memory per device"))
-  used = float(line.split(": ")[1].split(" GiB")[0])
-  assert 0 < used < 4 and "4 scene(s) x 32 rays per device" in line  # batch 8 over the 2 devices
+  per_device = config.copy_and_resolve_references()
+  per_device.train.batch_size = 4  # batch 8 over the 2 devices
+  used = memory_plan.step_memory(per_device)["total"] / memory.GIB
+  assert 0 < used < 4
   # With a limit the plan runs first: at 60% of what the step needs, it picks a lever (remat first on the CPU),
   # saves it with the config, and the step it compiles fits.
   config.train.memory_limit_gib = 0.6 * used
@@ -101,7 +101,8 @@ def test_memory_is_reported_planned_and_a_step_that_cannot_fit_stops_before_trai
     saved = json.load(f)
   assert saved["model"]["remat_chunks"] == 8 and f"{saved['train']['microbatches']} micro-batch(es)" in plan
   line = next(l for l in out.splitlines() if l.startswith("Training step memory per device"))
-  assert float(line.split(": ")[1].split(" GiB")[0]) < 0.6 * used and "step 1/1" in out
+  assert float(line.split(": ")[1].split(" GiB")[0]) < 0.6 * used and "4 scene(s) x 32 rays per device" in line
+  assert "step 1/1" in out and "s after start-up)" in out
   # 100x too big: nothing fits, and the run stops before its first step with what each lever would need.
   config.train.memory_limit_gib = used / 100
   with pytest.raises(memory.OutOfMemoryError, match=r"Nothing is predicted to fit .* 4 scene\(s\) per device. "
