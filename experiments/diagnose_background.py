@@ -6,7 +6,7 @@ On the held-out views of test scenes (the evaluation protocol), means over
 scenes of: the MSE on true background pixels (evaluation's background_mse),
 the squared error of the model's background colour against the true
 backdrop's, and the rendered opacity over the backdrop
-(``protocol.background_breakdown``).
+(``background_error.breakdown``).
 """
 
 import sys
@@ -16,7 +16,7 @@ from absl import app, flags
 
 from experiments import common
 from nerf_vae_jax.data import source
-from nerf_vae_jax.evaluation import protocol
+from nerf_vae_jax.evaluation import background_error
 from nerf_vae_jax.train import run_dir
 
 common.define_run_flags(scenes=64, scenes_help="Test scenes.")
@@ -28,7 +28,7 @@ def diagnose(workdir, step, num_scenes, context, data_dir=None):
   config, model, _, params, step = run_dir.restore_params(workdir, step)
   src = source.SceneSource(config.data.name, "test", data_dir or config.data.data_dir)
   scenes = [src[i] for i in range(min(num_scenes, len(src)))]
-  rows = protocol.background_breakdown(model, params, scenes, context)
+  rows = background_error.breakdown(model, params, scenes, context)
   means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
   print(f"{workdir} step {step}, {len(scenes)} test scenes from {context} views: background MSE "
         f"{means['background_mse']:.5f}, background colour error {means['colour_error']:.5f}, opacity over the "

@@ -18,7 +18,7 @@ from conftest import run_ok, train_args
 from experiments.configs import shape_scenes
 from nerf_vae_jax import batching
 from nerf_vae_jax import image_metrics
-from nerf_vae_jax.evaluation import view_metrics, protocol
+from nerf_vae_jax.evaluation import background_error, protocol, view_metrics
 from nerf_vae_jax.train import update
 from nerf_vae_jax.train import run_dir
 from nerf_vae_jax.baselines import nerf
@@ -210,7 +210,7 @@ def test_background_breakdown_agrees_with_the_evaluation(toy_run):
   e, data_dir, workdir = toy_run
   _, model, _, params, _ = run_dir.restore_params(workdir)
   scenes = [source.SceneSource("shape_scenes/tiny", "test", data_dir)[i] for i in range(3)]
-  rows = protocol.background_breakdown(model, params, scenes, 4)
+  rows = background_error.breakdown(model, params, scenes, 4)
   per_scene, preds = protocol.evaluate(model, params, scenes, 4, protocol.Settings(num_samples=1, num_rays=64))
   for row, m, acc, scene in zip(rows, per_scene, preds["acc"], scenes):
     assert row["background_mse"] == pytest.approx(m["background_mse"], rel=1e-4)

@@ -37,7 +37,7 @@ from nerf_vae_jax import batching
 from nerf_vae_jax import flops, sharding
 from nerf_vae_jax.benchmarks import data_throughput, peaks, profile
 from nerf_vae_jax.data import build, pipeline
-from nerf_vae_jax.evaluation import protocol
+from nerf_vae_jax.evaluation import orbits
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
 from nerf_vae_jax.train import memory, memory_plan, update, run_dir
@@ -130,7 +130,7 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int, profi
 
 def time_render(model, params, spec, size: int, chunk: int, repeats: int = 10) -> float:
   """Seconds to render one size x size view from a latent (deterministic fine pass)."""
-  intr, c2w = protocol.orbit_cameras(spec, 1)
+  intr, c2w = orbits.orbit_cameras(spec, 1)
   intr = intr * np.float32(size / spec.width)  # same field of view at this size
   z = nerf_vae.sample_prior(model, params, jax.random.PRNGKey(0), 1)
   f = jax.jit(lambda p, z: nerf_vae.render_views(model, p, z, intr[None], c2w[None], size, size, chunk)["rgb"])

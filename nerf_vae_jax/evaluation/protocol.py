@@ -1,4 +1,4 @@
-"""Novel-view evaluation of NeRF-VAE: the protocol, posterior bounds, test-time refinement, orbits.
+"""Novel-view evaluation of NeRF-VAE: the protocol, posterior bounds, test-time refinement.
 
 The protocol, shared by NeRF-VAE and the per-scene NeRF baseline: of each
 scene's V views, views [0, 4) are the candidate context views and views
@@ -19,8 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nerf_vae_jax import batching
-from nerf_vae_jax import geometry, image_metrics, sharding, visualize
+from nerf_vae_jax import batching, sharding
 from nerf_vae_jax.evaluation import view_metrics
 from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
 
@@ -138,56 +137,3 @@ def infer_and_render(model, params, context: dict, cameras: tuple, height: int, 
   ``context`` (a batch, or its context part): rgb, depth, acc [B, V, H, W, ...]."""
   latent = nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, context))
   return nerf_vae.render_views(model, params, latent, *cameras, height, width, chunk)
-
-
-def orbit_cameras(spec, num: int, distance: float | None = None, elevation_degrees: float = 30.0):
-  """(intrinsics [num, 4], cam_to_world [num, 4, 4]) circling the scene (default distance: the spec's)."""
-  distance = distance or spec.orbit_distance
-  azimuth = np.linspace(0, 2 * np.pi, num, endpoint=False)
-  c2w = geometry.look_at(geometry.on_sphere(distance, azimuth, np.full(num, np.deg2rad(elevation_degrees))),
-                         xp=np).astype(np.float32)
-  intr = np.tile(geometry.intrinsics_from_fov(spec.fov_degrees, spec.height, spec.width), (num, 1))
-  return intr.astype(np.float32), c2w
-
-
-def render_orbit(model, params, scene: dict, num_context: int, spec, num_frames: int = 24) -> np.ndarray:
-  """uint8 [F, H, W, 3] frames of the scene inferred from its first ``num_context`` views."""
-  intr, c2w = orbit_cameras(spec, num_frames)
-  context = batching.context(context_batch([scene], num_context))
-  out = infer_and_render(model, params, context, (intr[None], c2w[None]), spec.height, spec.width)
-  return visualize.to_uint8(out["rgb"][0])
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _render_and_background(model, params, batch: dict, height: int, width: int):
-  """``infer_and_render`` of the target cameras, plus the background colour [B, 3], from one inference."""
-  latent = nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, batch))
-  out = nerf_vae.render_views(model, params, latent, batch["target_intrinsics"], batch["target_cam_to_world"],
-                              height, width)
-  return dict(out, background=model.apply(params, latent, method=nerf_vae.NeRFVAE.background_colour))
-
-
-def background_breakdown(model, params, scenes: list[dict], num_context: int, batch_size: int = 8) -> list[dict]:
-  """Where a model's error over the backdrop comes from, per scene (scenes need masks).
-
-  From ``num_context`` views, on the held-out views, from the posterior mean:
-  background_mse (on the true background pixels, as ``view_metrics.scene_metrics``),
-  colour_error (squared error, mean over channels, of the model's background
-  colour against the true backdrop's: the median of the true background
-  pixels) and background_opacity (mean rendered opacity there: haze, or the
-  objects' blur).
-  """
-  out = []
-  for start in range(0, len(scenes), batch_size):
-    chunk = scenes[start:start + batch_size]
-    batch = context_batch(chunk, num_context)
-    _, _, h, w, _ = batch["target_images"].shape
-    pred = jax.device_get(_render_and_background(model, params, batch, h, w))
-    for i, scene in enumerate(chunk):
-      truth = scene["images"][HELD_OUT] / 255.0
-      back = scene["masks"][HELD_OUT] == 0
-      err = image_metrics.squared_error_map(pred["rgb"][i], truth)
-      out.append({"background_mse": float(err[back].mean()),
-                  "colour_error": float(np.mean((pred["background"][i] - np.median(truth[back], axis=0)) ** 2)),
-                  "background_opacity": float(np.asarray(pred["acc"][i])[back].mean())})
-  return out

@@ -28,7 +28,7 @@ import time
 from nerf_vae_jax import errors, visualize
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import view_metrics
-from nerf_vae_jax.evaluation import protocol, report
+from nerf_vae_jax.evaluation import orbits, protocol, report
 from nerf_vae_jax.train import run_dir
 
 
@@ -107,7 +107,7 @@ def evaluate(workdir, step=None, split="test", num_scenes=None, context=(1, 2, 3
   k = max(context)
   for i, scene in enumerate(scenes[:num_images]):
     visualize.save_gif(os.path.join(out_dir, f"orbit_{i}.gif"),
-                       protocol.render_orbit(model, params, scene, k, spec), scale=2)
+                       orbits.render_orbit(model, params, scene, k, spec), scale=2)
   html = report.write(workdir, step)
   print(f"Wrote {out_dir}/metrics.json, image grids, orbit GIFs and {html}", flush=True)
   return out_dir

@@ -32,7 +32,7 @@ from nerf_vae_jax import batching
 from nerf_vae_jax import errors, visualize
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import probe_net
-from nerf_vae_jax.evaluation import protocol, report, sample_metrics, uncertainty
+from nerf_vae_jax.evaluation import orbits, protocol, report, sample_metrics, uncertainty
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.train import run_dir
 
@@ -91,7 +91,7 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
 
   # ---- Prior samples from an orbit.
   print(f"Rendering {num_samples} prior samples x {num_frames} frames (step {step}) ...", flush=True)
-  intr, c2w = protocol.orbit_cameras(spec, num_frames)
+  intr, c2w = orbits.orbit_cameras(spec, num_frames)
   z = nerf_vae.sample_prior(model, params, jax.random.PRNGKey(seed), num_samples, temperature)
   tile = lambda x: jnp.broadcast_to(x, (num_samples,) + x.shape)
   frames = visualize.to_uint8(render(z, tile(jnp.asarray(intr)), tile(jnp.asarray(c2w)))["rgb"])  # [S, F, H, W, 3]
