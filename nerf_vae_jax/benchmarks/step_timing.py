@@ -86,7 +86,6 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int, profi
     return update.train_step(model, tx, config, state, batch, key, devices=len(devices))
 
   step_fn = jax.jit(step, in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
-  # XLA's cost analysis describes the per-device program: scale it to the whole mesh.
   lowered = step_fn.lower(state, batch, key)
   # The lowered program is the whole (unpartitioned) step; the compiled one is one device's.
   lowered_flops = (lowered.cost_analysis() or {}).get("flops")
@@ -96,7 +95,7 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int, profi
   print(memory.report(step_memory, memory.device_capacity(config.train.get("memory_limit_gib")), config,
                       len(devices)), flush=True)
   xla_flops = compiled.cost_analysis().get("flops")
-  xla_flops = xla_flops * len(devices) if xla_flops else None
+  xla_flops = xla_flops * len(devices) if xla_flops else None  # one device's program, scaled to the mesh
   for _ in range(warmup):
     state, metrics = step_fn(state, batch, key)
   jax.block_until_ready(metrics)
