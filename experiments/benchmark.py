@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
-from nerf_vae_jax.benchmarks import memory_table, profile, step_timing
+from nerf_vae_jax.benchmarks import hlo_traffic, memory_table, profile, step_timing
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
@@ -25,7 +25,10 @@ flags.DEFINE_integer("pipeline_workers", 2, "grain workers for the pipeline meas
 flags.DEFINE_integer("pipeline_batches", 40, "Batches read for the pipeline measurement.")
 flags.DEFINE_list("render_sizes", [], "Also render one view of each of these sizes (e.g. 256) and time it.")
 flags.DEFINE_string("profile_dir", None, "Also profile 3 steps (jax.profiler) into this folder and print the "
-                    "device time per op kind and per op (nerf_vae_jax/benchmarks/profile.py).")
+                    "device time per op kind and per op (nerf_vae_jax/benchmarks/profile.py), and the bytes "
+                    "each op of the compiled step moves (hlo_traffic.py).")
+flags.DEFINE_bool("step_only", False, "Only compile, time (and --profile_dir) the step on all local devices: "
+                  "no CPU FLOP reference, renderer or pipeline (a short accelerator lease).")
 flags.DEFINE_bool("memory_table", False, "Only tabulate the step's memory per device (nerf_vae_jax/benchmarks/"
                   "memory_table.py) over --batches x --microbatches x remat off/on.")
 flags.DEFINE_list("batches", ["1", "2", "4", "8"], "Scenes per device for --memory_table.")
@@ -46,10 +49,14 @@ def benchmark_and_report():
         json.dump(r, f, indent=2)
     return
   r = step_timing.benchmark(FLAGS.config, overrides, FLAGS.steps, FLAGS.warmup, FLAGS.pipeline_workers,
-                           FLAGS.pipeline_batches, FLAGS.render_sizes, FLAGS.profile_dir)
+                           FLAGS.pipeline_batches, FLAGS.render_sizes, FLAGS.profile_dir, FLAGS.step_only)
   step_timing.print_table(r)
   if r.get("op_breakdown"):
     print(profile.markdown(r["op_breakdown"]))
+  if r.get("hlo_traffic"):
+    t = r["hlo_traffic"]
+    print(hlo_traffic.markdown(t))
+    print(f"That is {t['bytes_per_s'] / 1e12:.2f} TB/s over the median step.")
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump(r, f, indent=2)

@@ -35,7 +35,7 @@ import numpy as np
 
 from nerf_vae_jax import batching
 from nerf_vae_jax import flops, sharding
-from nerf_vae_jax.benchmarks import data_throughput, peaks, profile
+from nerf_vae_jax.benchmarks import data_throughput, hlo_traffic, peaks, profile
 from nerf_vae_jax.data import build, pipeline
 from nerf_vae_jax.evaluation import orbits
 from nerf_vae_jax.models import nerf_vae
@@ -71,7 +71,8 @@ def measured_matmul_peak(rows: int, width: int, repeats: int = 10) -> float:
 
 def time_train_step(config, model, spec, devices, steps: int, warmup: int, profile_dir: str | None = None) -> dict:
   """Median step time on ``devices`` (global batch from the config), XLA's FLOPs, recompilations; with
-  ``profile_dir``, also the op breakdown of 3 more steps (``profile.py``)."""
+  ``profile_dir``, also the op breakdown of 3 more steps (``profile.py``) and the bytes each op of the compiled
+  step moves (``hlo_traffic.py``)."""
   mesh = sharding.make_mesh(devices)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   tx = update.make_optimizer(config.train)
@@ -108,8 +109,10 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int, profi
     times.append(time.perf_counter() - t0)
   if len(traces) != compiles_after_warmup:
     raise AssertionError(f"The training step recompiled after the warm-up ({len(traces)} traces).")
-  breakdown = None
+  breakdown = traffic = None
   if profile_dir:
+    traffic = hlo_traffic.traffic(compiled.as_text())
+    traffic["bytes_per_s"] = traffic["total_bytes"] / statistics.median(times)
     box = {"state": state}
 
     def run_once():
@@ -121,7 +124,7 @@ def time_train_step(config, model, spec, devices, steps: int, warmup: int, profi
     state = box["state"]
   stats = devices[0].memory_stats() or {}
   return {"train_step_s": statistics.median(times), "xla_flops_per_step": xla_flops,
-          "xla_lowered_flops_per_step": lowered_flops, "op_breakdown": breakdown,
+          "xla_lowered_flops_per_step": lowered_flops, "op_breakdown": breakdown, "hlo_traffic": traffic,
           "recompilations_after_warmup": len(traces) - compiles_after_warmup,
           "peak_memory_bytes": stats.get("peak_bytes_in_use"), "step_memory_bytes": step_memory["total"],
           "params": state["params"]}
@@ -151,11 +154,13 @@ def time_pipeline(config, workers: int, batches: int) -> tuple[float, str]:
 
 
 def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipeline_batches=40,
-              render_sizes=(), profile_dir=None) -> dict:
-  """Times the step on 1 and all local devices (``profile_dir``: also profiles the all-device step)."""
+              render_sizes=(), profile_dir=None, step_only=False) -> dict:
+  """Times the step on 1 and all local devices (``profile_dir``: also profiles the all-device step).
+  ``step_only``: only the step on all local devices, without the CPU FLOP reference (a compile of the whole
+  step for the host), the renderer or the pipeline: what fits a short lease of an accelerator."""
   model, spec = run_dir.make_model(config)
   dev = jax.local_devices()
-  counts = [1] + ([len(dev)] if len(dev) > 1 else [])
+  counts = [len(dev)] if step_only else [1] + ([len(dev)] if len(dev) > 1 else [])
   model_flops = flops.train_step_flops(model, config.train.batch_size, config.data.max_context, spec.height,
                                        spec.width, config.loss.num_rays)
   points = config.train.batch_size * config.loss.num_rays * (model.num_coarse + model.num_fine)
@@ -168,14 +173,15 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
                              jax.config.jax_default_matmul_precision)
     peak, arithmetic, board = found if found else (None, None, None)
     peak_source = "spec" if found else "unknown board"
-  if dev[0].platform != "cpu":  # the step compiled for the host CPU: its count includes every matmul
+  cpu_reference = dev[0].platform != "cpu" and not step_only
+  if cpu_reference:  # the step compiled for the host CPU: its count includes every matmul
     _say("compiling the step for the host CPU (the FLOP count's reference) ...")
     cpu_flops = memory_plan.compile_step(config, jax.devices("cpu")[0]).cost_analysis()["flops"]
   out = {"device": {"kind": dev[0].device_kind, "platform": dev[0].platform, "count": len(dev)},
          "jax_version": jax.__version__, "config": {"variant": config.variant, "overrides": list(overrides)},
          "model_flops_per_step": model_flops["train_step"], "model_flops_parts": model_flops,
          "peak_source": peak_source, "matmul_arithmetic": arithmetic, "board": board}
-  if dev[0].platform != "cpu":
+  if cpu_reference:
     out.update(xla_cpu_flops_per_step=cpu_flops, model_over_xla_cpu_flops=model_flops["train_step"] / cpu_flops)
   runs = {}
   for n in counts:
@@ -215,6 +221,8 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
   out.update({k: v for k, v in runs[str(counts[-1])].items()})  # top level: all local devices
   if len(counts) > 1:
     out["scaling_efficiency"] = runs[str(counts[-1])]["scenes_per_s"] / runs["1"]["scenes_per_s"]
+  if step_only:
+    return out
   _say("rendering a view ...")
   out["render_view_s"] = time_render(model, params, spec, spec.height, config.eval.chunk)
   out["render_view_size"] = spec.height
@@ -247,14 +255,17 @@ def print_table(r: dict) -> None:
            ("peak", f"{r['peak_source']}: {r['board']}, matmuls as {r['matmul_arithmetic']}")]
   if "scaling_efficiency" in r:
     rows.append(("scaling (scenes/s, all vs 1 device)", f"{r['scaling_efficiency']:.2f}"))
-  rows.append((f"render one {r['render_view_size']}x{r['render_view_size']} view", f"{1e3 * r['render_view_s']:.1f} ms"))
+  if "render_view_s" in r:  # not with step_only
+    rows.append((f"render one {r['render_view_size']}x{r['render_view_size']} view",
+                 f"{1e3 * r['render_view_s']:.1f} ms"))
   rows += [(k.replace("_s", "").replace("_", " "), f"{1e3 * v:.0f} ms") for k, v in r.items()
            if k.startswith("render_view_") and k.endswith("_s") and k != "render_view_s"]
-  rows += [("pipeline", f"{r['pipeline_scenes_per_s']:,.0f} scenes/s ({r['pipeline_workers']} workers, "
-                        f"{r.get('pipeline_scenes_per_s_per_worker', 0):,.0f} per worker, "
-                        f"{r['pipeline_dataset']}), {r['pipeline_ratio']:.1f}x what the step consumes"),
-           ("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" if r["peak_memory_bytes"] else "n/a"),
-           ("step memory per device (XLA)", f"{r['step_memory_bytes'] / 2**30:.3f} GiB")]
+  if "pipeline_scenes_per_s" in r:
+    rows.append(("pipeline", f"{r['pipeline_scenes_per_s']:,.0f} scenes/s ({r['pipeline_workers']} workers, "
+                             f"{r.get('pipeline_scenes_per_s_per_worker', 0):,.0f} per worker, "
+                             f"{r['pipeline_dataset']}), {r['pipeline_ratio']:.1f}x what the step consumes"))
+  rows += [("peak memory", f"{r['peak_memory_bytes'] / 2**30:.2f} GiB" if r["peak_memory_bytes"] else "n/a"),
+            ("step memory per device (XLA)", f"{r['step_memory_bytes'] / 2**30:.3f} GiB")]
   width = max(len(k) for k, _ in rows)
   for k, v in rows:
     print(f"{k:<{width}}  {v}")
