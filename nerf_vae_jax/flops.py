@@ -52,11 +52,16 @@ def point_flops(model) -> int:
   q = 3 * (2 * model.direction_frequencies + 1)
   w, depth = model.mlp_width, model.mlp_depth
   trunk = p * w + (depth - 1) * w * w
-  heads = w + w * w + (w + q) * (w // 2) + (w // 2) * 3  # density, bottleneck, view, rgb
+  heads = w + w * w + w * (w // 2) + (w // 2) * 3  # density, bottleneck, view (its point part), rgb
   total = 2 * (trunk + heads)
   if model.latent == "grid":
     total += depth * 2 * model.latent_shape[-1] * 2 * w  # FiLM from each point's interpolated latent
   return total
+
+
+def ray_flops(model) -> int:
+  """Forward FLOPs of the scene function per ray and pass: the view layer's direction part (``ViewLayer``)."""
+  return 2 * 3 * (2 * model.direction_frequencies + 1) * (model.mlp_width // 2)
 
 
 def scene_flops(model) -> int:
@@ -115,7 +120,7 @@ def train_step_flops(model, batch_size: int, max_context: int, height: int, widt
     per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells,
                              2 * math.prod(model.latent_shape))
   enc = batch_size * max_context * per_view
-  pts = batch_size * num_rays * samples * point_flops(model)
+  pts = batch_size * num_rays * (samples * point_flops(model) + 2 * ray_flops(model))  # coarse and fine passes
   per_scene = batch_size * (2 * scene_flops(model) + prior_flops(model))
   forward = enc + pts + per_scene
   return {"train_step": 3 * forward, "forward": forward, "encoder_forward": enc, "scene_function_forward": pts,
@@ -124,4 +129,5 @@ def train_step_flops(model, batch_size: int, max_context: int, height: int, widt
 
 def render_flops(model, num_rays: int) -> int:
   """Forward FLOPs of rendering ``num_rays`` rays (coarse and fine passes) from a latent."""
-  return num_rays * (model.num_coarse + model.num_fine) * point_flops(model) + 2 * scene_flops(model)
+  return (num_rays * ((model.num_coarse + model.num_fine) * point_flops(model) + 2 * ray_flops(model))
+          + 2 * scene_flops(model))

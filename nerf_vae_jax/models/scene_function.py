@@ -71,7 +71,6 @@ class SceneFunction(nn.Module):
     Returns:
       density [B, R, S] >= 0 and rgb [B, R, S, 3] in (0, 1), float32.
     """
-    b, r, s, _ = points.shape
     x = rendering.positional_encoding(points / self.scene_radius, self.position_frequencies)
     d = rendering.positional_encoding(directions, self.direction_frequencies)
     if self.conditioning == "global":
@@ -91,16 +90,54 @@ class SceneFunction(nn.Module):
     for i in range(self.depth):
       h = nn.Dense(self.width, dtype=self.dtype, name=f"layer_{i}")(h)
       if cond is not None:
-        film = nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=film_init, name=f"film_{i}")(cond)
-        gamma, beta = jnp.split(film, 2, axis=-1)
+        gamma, beta = FiLM(self.width, dtype=self.dtype, kernel_init=film_init, name=f"film_{i}")(cond)
         h = h * (1.0 + gamma) + beta
       h = nn.relu(h)
     density = nn.Dense(1, dtype=self.dtype, name="density")(h)[..., 0].astype(jnp.float32)
     feat = nn.Dense(self.width, dtype=self.dtype, name="bottleneck")(h)
-    d = jnp.broadcast_to(d[:, :, None, :], (b, r, s, d.shape[-1])).astype(self.dtype)
-    h = nn.relu(nn.Dense(self.width // 2, dtype=self.dtype, name="view")(jnp.concatenate([feat, d], -1)))
+    h = nn.relu(ViewLayer(self.width // 2, dtype=self.dtype, name="view")(feat, d))
     rgb = nn.Dense(3, dtype=self.dtype, name="rgb")(h).astype(jnp.float32)
     return jax.nn.softplus(density - 1.0), jax.nn.sigmoid(rgb)
+
+
+class FiLM(nn.Module):
+  """cond [..., D] -> (gamma, beta) [..., features] each: ``nn.Dense(2 * features)`` split in two (the same
+  parameters, {"kernel": [D, 2F], "bias": [2F]}), computed as two matmuls on the two halves of the kernel.
+
+  Why: split after the matmul, the backward pass concatenates the two halves' gradients into one
+  [points, 2F] array before the kernel's gradient; on a GPU with the ``grid`` latent (a FiLM per point) those
+  concatenations were a quarter of the step's memory traffic (BENCHMARKS.md, "Where the step's time goes").
+  Split before it, only the [D, 2F] kernel gradient is concatenated."""
+  features: int
+  dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, cond):
+    kernel = self.param("kernel", self.kernel_init, (cond.shape[-1], 2 * self.features))
+    bias = self.param("bias", nn.initializers.zeros, (2 * self.features,))
+    cond, kernel, bias = nn.dtypes.promote_dtype(cond, kernel, bias, dtype=self.dtype)
+    f = self.features
+    return cond @ kernel[:, :f] + bias[:f], cond @ kernel[:, f:] + bias[f:]
+
+
+class ViewLayer(nn.Module):
+  """``nn.Dense(features)`` of [point features, the ray's direction encoding] (the same parameters: kernel
+  [F + Q, features], the features' rows first), with the direction's product computed once per ray.
+
+  feat [B, R, S, F] (per point), d [B, R, Q] (per ray) -> [B, R, S, features]. Why: concatenating d to every
+  point's features wrote a [points, F + Q] array, and on a GPU that concatenation and its backward split took
+  8% of the ``grid`` step (BENCHMARKS.md, "Where the step's time goes")."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, feat, d):
+    f = feat.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (f + d.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    feat, d, kernel, bias = nn.dtypes.promote_dtype(feat, d, kernel, bias, dtype=self.dtype)
+    return feat @ kernel[:f] + (d @ kernel[f:])[:, :, None, :] + bias
 
 
 class BackgroundHead(nn.Module):
