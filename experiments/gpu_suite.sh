@@ -9,6 +9,8 @@
 #      global in bfloat16, grid with a profile (op breakdown), the pipeline with the host's cores;
 #   5. the memory plan of grid in float32 on an 80 GiB budget: the run starts (or stops with the plan)
 #      and the seconds to its first step are recorded.
+# For the step's speed alone (time, op breakdown, bytes per op, in about 90 s per config), use
+# experiments/gpu_profile.sh instead: BENCHMARKS.md "Where the step's time goes on one GPU".
 # Each phase has a time limit and the next one runs whatever happened; on the first run (2026-11-27, one
 # H200) a GPU compile of the full step took a minute or more, so phases 4-5 need the limits below.
 # Usage: [TRAIN_SECONDS=240] experiments/gpu_suite.sh [OUT_DIR] [WORK_DIR]   (default out/gpu_suite, OUT_DIR/work)
