@@ -164,21 +164,30 @@ def test_one_compiled_step_serves_1_to_k_views_and_gradients_are_finite(tiny_set
   assert len(traces) == 1
 
 
-def test_bfloat16_matmuls_keep_float32_params_and_close_loss(tiny_setup):
+def test_bfloat16_matmuls_keep_float32_params_and_train_like_float32(tiny_setup):
+  """The same initial parameters, batches and keys in both dtypes: bfloat16 matmuls keep float32 parameters,
+  and the losses of 12 training steps on one batch follow float32's (FiLM and the view layer included)."""
   config, src, scenes = tiny_setup
   b = _batch(scenes, np.random.default_rng(0))
   losses = {}
   for dtype in ("float32", "bfloat16"):
     cfg = config.copy_and_resolve_references()
-    cfg.model.dtype = dtype
+    cfg.model.dtype, cfg.train.warmup_steps = dtype, 2
     model = nerf_vae.from_config(cfg.model, 1.0)
-    init = jax.jit(functools.partial(update.init_state, model, update.make_optimizer(cfg.train)))
+    tx = update.make_optimizer(cfg.train)
+    init = jax.jit(functools.partial(update.init_state, model, tx))
     state = init(batching.example(batching.for_config(cfg, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state["params"]))
-    loss_fn = jax.jit(functools.partial(objectives.elbo_loss, model, num_rays=256, likelihood_scale=0.1))
-    loss, _ = loss_fn(state["params"], b, jax.random.PRNGKey(1))
-    losses[dtype] = float(loss)
-  assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.05)
+    step = jax.jit(functools.partial(update.train_step, model, tx, cfg), donate_argnums=0)
+    losses[dtype] = []
+    for i in range(12):
+      state, metrics = step(state, b, jax.random.PRNGKey(i))
+      losses[dtype].append(float(metrics["loss"]))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state["params"]))
+  f32, bf16 = np.array(losses["float32"]), np.array(losses["bfloat16"])
+  assert f32[-4:].mean() < f32[:4].mean() - 1.0  # it trains (a moving curve: 1.79 -> -1.39 nats, 2026-11-27) ...
+  # ... and bfloat16 follows it step by step: within 2% of the curve's range (measured: at most 0.6%).
+  np.testing.assert_allclose(bf16, f32, rtol=0, atol=0.02 * (f32.max() - f32.min()))
 
 
 def test_chunked_rendering_matches_one_chunk(tiny_setup):
