@@ -2,6 +2,7 @@
 open, and interpolates between test scenes (nerf_vae_jax/evaluation/samples.py).
 
   python -m experiments.generate --workdir=DIR [--step=N] [--num_samples=16] [--metric_scenes=128]
+      [--prior=fitted]
 """
 
 import sys
@@ -21,6 +22,10 @@ flags.DEFINE_integer("metric_scenes", 128, "Scenes per set of the sample metrics
 flags.DEFINE_integer("far_side_scenes", 32, "Test scenes of the far-side spread from 1 view (0: none).")
 flags.DEFINE_float("temperature", 1.0, "Scales the prior samples' noise at every level (1: the prior itself); "
                    "another value writes eval/STEP/generate_t<T>/.")
+flags.DEFINE_enum("prior", "model", ["model", "fitted"], "Sample the model's prior, or the run's fitted "
+                  "second-stage prior (python -m experiments.fit_prior first; writes eval/STEP/generate_fitted/ "
+                  "with the held-out bounds under both priors).")
+flags.DEFINE_integer("bound_scenes", 64, "With --prior=fitted: test scenes of the held-out bounds (0: none).")
 FLAGS = flags.FLAGS
 
 
@@ -29,7 +34,8 @@ def main(argv):
   sys.exit(common.run(samples.generate, workdir=FLAGS.workdir, step=FLAGS.step, num_samples=FLAGS.num_samples,
                       num_frames=FLAGS.num_frames, num_pairs=FLAGS.num_pairs, num_steps=FLAGS.num_steps,
                       seed=FLAGS.seed, data_dir=FLAGS.data_dir, metric_scenes=FLAGS.metric_scenes,
-                      far_side_scenes=FLAGS.far_side_scenes, temperature=FLAGS.temperature))
+                      far_side_scenes=FLAGS.far_side_scenes, temperature=FLAGS.temperature,
+                      prior=FLAGS.prior, bound_scenes=FLAGS.bound_scenes))
 
 
 if __name__ == "__main__":

@@ -218,6 +218,28 @@ def test_background_breakdown_agrees_with_the_evaluation(toy_run):
     assert 0 <= row["colour_error"] <= 1
 
 
+def test_a_fitted_prior_is_fitted_sampled_and_scored(toy_run):
+  """experiments.fit_prior then generate --prior=fitted, in-process: the prior is saved beside the checkpoints,
+  its samples are scored as the model's are, and the held-out bounds come under both priors."""
+  from nerf_vae_jax.evaluation import samples, second_stage
+  from nerf_vae_jax import errors
+  _, _, workdir = toy_run
+  path = second_stage.fit_run(workdir, step=4, num_scenes=16, rank=4, log=lambda *a: None)
+  assert path == os.path.join(workdir, "fitted_prior", "4.npz") and os.path.exists(path)
+  out = samples.generate(workdir, step=4, prior="fitted", num_samples=2, num_frames=4, num_pairs=1, num_steps=2,
+                         metric_scenes=4, far_side_scenes=0, bound_scenes=4)
+  assert out.endswith(os.path.join("eval", "4", "generate_fitted"))
+  with open(os.path.join(out, "metrics.json")) as f:
+    m = json.load(f)
+  assert m["prior"] == "fitted" and m["samples"]["prior"] == "fitted" and m["fitted_prior"]["rank"] == 4
+  assert m["samples"]["frechet"]["samples"] > 0
+  b = m["bounds"]
+  assert b["iwae_fitted"] >= b["elbo_fitted"] and b["iwae_model"] >= b["elbo_model"]
+  assert os.path.exists(os.path.join(out, "prior_samples.png"))
+  with pytest.raises(errors.UserError, match="No fitted prior for step 2"):
+    samples.generate(workdir, step=2, prior="fitted")
+
+
 def test_evaluate_bad_input_is_a_clear_error(toy_run, tmp_path):
   e, data_dir, workdir = toy_run
   r = _cmd(e, "experiments.evaluate", f"--workdir={tmp_path}")

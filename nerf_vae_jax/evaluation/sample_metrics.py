@@ -66,13 +66,15 @@ def mean_colour_images(images: np.ndarray) -> np.ndarray:
 
 
 def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, chunk: int = 4096,
-            temperature: float = 1.0):
+            temperature: float = 1.0, sample_prior=nerf_vae.sample_prior, prior_name: str | None = None):
   """The sample metrics of a model (see the module's docstring).
 
   Args:
     src: the test split (``source.SceneSource``), at least 2 scenes.
     probe: ``probe.load_or_train``'s (model, params, info).
     num_scenes: N, the scenes per set (at most half the split).
+    sample_prior: draws the samples (``nerf_vae.sample_prior``'s signature), e.g. a fitted prior's
+      (``second_stage.sampler``), named ``prior_name`` in the metrics.
 
   Returns:
     (metrics: a JSON-able dict, renders: {"samples": rgb/acc, "independent": rgb/acc, "real": uint8 images of A}).
@@ -85,7 +87,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
   k_samples, k_independent = jax.random.split(jax.random.PRNGKey(seed))
   render = functools.partial(render_latents, model, params, intrinsics=intr, cam_to_world=c2w, height=h, width=w,
                              chunk=chunk)
-  samples = render(np.asarray(nerf_vae.sample_prior(model, params, k_samples, n, temperature)))
+  samples = render(np.asarray(sample_prior(model, params, k_samples, n, temperature)))
   if model.hierarchical:
     independent = render(np.asarray(nerf_vae.independent_cells(model, params, k_independent, n)))
   else:  # the model's own prior
@@ -100,7 +102,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
         "mean_colour": sample_quality.frechet_distance(feats(mean_colour_images(real_a)), f_r)}
   metrics = {
       "num_scenes": n, "views_per_scene": int(real_a.shape[1]), "temperature": temperature,
-      "prior": "hierarchical" if model.hierarchical else "independent",
+      "prior": prior_name or ("hierarchical" if model.hierarchical else "independent"),
       "frechet": fd,
       "objects": sample_quality.compare_objects(flat(samples["acc"]), flat(masks_a)),
       "objects_independent_cells": sample_quality.compare_objects(flat(independent["acc"]), flat(masks_a)),

@@ -2,6 +2,7 @@
 interpolations between test scenes (``experiments.generate``).
 
   python -m experiments.generate --workdir=DIR [--step=N] [--num_samples=16] [--metric_scenes=128]
+      [--prior=fitted]   (the run's second-stage prior, after experiments.fit_prior: generate_fitted/)
 
 Writes DIR/eval/<step>/generate/:
   metrics.json        sample quality (``sample_metrics``: Fréchet distances in the probe's features with
@@ -32,32 +33,43 @@ from nerf_vae_jax import batching
 from nerf_vae_jax import errors, visualize
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import probe_net
-from nerf_vae_jax.evaluation import orbits, protocol, report, sample_metrics, uncertainty
+from nerf_vae_jax.evaluation import orbits, protocol, report, sample_metrics, second_stage, uncertainty
 from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.train import run_dir
 
 
 def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num_steps=8, seed=0,
-             data_dir=None, metric_scenes=128, far_side_scenes=32, temperature=1.0) -> str:
+             data_dir=None, metric_scenes=128, far_side_scenes=32, temperature=1.0, prior="model",
+             bound_scenes=64) -> str:
   """Writes the samples, their metrics and the interpolations; returns their folder.
 
   ``metric_scenes``: scenes per set of the sample metrics (0: no metrics);
   ``far_side_scenes``: test scenes of the far-side spread (0: none);
   ``temperature``: of the prior samples (1: the prior itself; ``nerf_vae.sample_prior``).
   A temperature other than 1 writes to generate_t<T>/, so the prior's own metrics are never replaced.
+  ``prior``: "model" (the model's own) or "fitted" (the run's second-stage prior, ``second_stage.py``: fitted
+  by ``experiments.fit_prior``); "fitted" writes to generate_fitted/ and also estimates the held-out bounds
+  of ``bound_scenes`` test scenes under both priors.
   """
+  if prior not in ("model", "fitted"):
+    raise errors.UserError(f"--prior={prior!r}; choose model or fitted.")
   if num_samples < 1 or num_frames < 4 or num_steps < 2:
     raise errors.UserError("Need --num_samples >= 1, --num_frames >= 4 and --num_steps >= 2.")
   config, model, spec, params, step = run_dir.restore_params(workdir, step)
   data_dir = data_dir or config.data.data_dir
-  out_dir = os.path.join(workdir, "eval", str(step), "generate" + ("" if temperature == 1 else f"_t{temperature:g}"))
+  draw, metrics = nerf_vae.sample_prior, {"step": step, "workdir": os.path.abspath(workdir), "prior": prior}
+  if prior == "fitted":
+    second_stage.check_model(model)
+    fitted, metrics["fitted_prior"] = second_stage.load(workdir, step)
+    draw = second_stage.sampler(model, fitted)
+  out_dir = os.path.join(workdir, "eval", str(step), "generate" + ("" if prior == "model" else f"_{prior}")
+                         + ("" if temperature == 1 else f"_t{temperature:g}"))
   os.makedirs(out_dir, exist_ok=True)
   # A few scenes at a time, over every device: memory stays that of one batch, however many samples.
   render = lambda z, intr, c2w: sample_metrics.render_latents(model, params, np.asarray(z), np.asarray(intr),
                                                               np.asarray(c2w), spec.height, spec.width,
                                                               config.eval.chunk)
   src = source.SceneSource(config.data.name, "test", data_dir)
-  metrics = {"step": step, "workdir": os.path.abspath(workdir)}
 
   # ---- Sample quality against real views.
   if metric_scenes:
@@ -66,14 +78,26 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
     print(probe_net.describe(probe[2]), flush=True)
     print(f"Rendering {min(metric_scenes, len(src) // 2)} prior samples and as many independent-cell latents from "
           f"real cameras (step {step}) ...", flush=True)
-    metrics["samples"], renders = sample_metrics.measure(model, params, src, probe, num_scenes=metric_scenes,
-                                                         seed=seed, chunk=config.eval.chunk, temperature=temperature)
+    metrics["samples"], renders = sample_metrics.measure(
+        model, params, src, probe, num_scenes=metric_scenes, seed=seed, chunk=config.eval.chunk,
+        temperature=temperature, sample_prior=draw, prior_name="fitted" if prior == "fitted" else None)
     print(f"Samples: {sample_metrics.summary_line(metrics['samples'])}  ({time.time() - t0:.0f} s)", flush=True)
     cols = min(8, len(renders["real"]))
     view = lambda rgb: [visualize.to_uint8(rgb[i, 0]) for i in range(cols)]
     visualize.save_png(os.path.join(out_dir, "samples_vs_data.png"), visualize.grid(
         [[renders["real"][i, 0] for i in range(cols)], view(renders["samples"]["rgb"]),
          view(renders["independent"]["rgb"])]), scale=2)
+
+  # ---- The held-out bounds under the fitted prior, beside the model's own (the same samples and rays).
+  if prior == "fitted" and bound_scenes:
+    t0 = time.time()
+    settings = protocol.Settings(num_samples=config.eval.iwae_samples, likelihood_scale=config.loss.likelihood_scale,
+                                 chunk=config.eval.chunk)
+    b = metrics["bounds"] = second_stage.bounds(model, params, fitted, [src[i] for i in range(min(bound_scenes,
+                                                                                                len(src)))], settings)
+    print(f"Held-out bounds from 4 views, nats per pixel: IWAE {b['iwae_fitted']:.3f} with the fitted prior, "
+          f"{b['iwae_model']:.3f} with the model's; ELBO {b['elbo_fitted']:.3f} and {b['elbo_model']:.3f}  "
+          f"({time.time() - t0:.0f} s)", flush=True)
 
   # ---- What one view leaves open.
   if far_side_scenes:
@@ -92,7 +116,7 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
   # ---- Prior samples from an orbit.
   print(f"Rendering {num_samples} prior samples x {num_frames} frames (step {step}) ...", flush=True)
   intr, c2w = orbits.orbit_cameras(spec, num_frames)
-  z = nerf_vae.sample_prior(model, params, jax.random.PRNGKey(seed), num_samples, temperature)
+  z = draw(model, params, jax.random.PRNGKey(seed), num_samples, temperature)
   tile = lambda x: jnp.broadcast_to(x, (num_samples,) + x.shape)
   frames = visualize.to_uint8(render(z, tile(jnp.asarray(intr)), tile(jnp.asarray(c2w)))["rgb"])  # [S, F, H, W, 3]
   cols = [i * num_frames // 4 for i in range(4)]

@@ -287,6 +287,8 @@ class LatentSample(NamedTuple):
   kl: jax.Array  # KL(q || p) (hierarchical: at the sampled z0)
   log_ratio: jax.Array  # log p(z) - log q(z | views), z0 included: the IWAE bound's weights
   weighted_kl: jax.Array  # beta * kl in value; its gradient: see ``sample_posterior``
+  log_q: jax.Array  # log q(z | views), z0 included (hierarchical: log q(z0) + log q(cells | views, z0))
+  log_top_prior: jax.Array  # log N(z0; 0, I) (0 without z0): the weights under another cell prior need it
 
 
 def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1.0,
@@ -307,26 +309,28 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   """
   if not q.hierarchical:
     z = sample_latent(key, q.mean, q.scale)
-    log_ratio = log_prior(model, params, z) - posterior.log_normal(z, q.mean, q.scale)
+    log_q = posterior.log_normal(z, q.mean, q.scale)
     kl = posterior.kl_to_standard_normal(q.mean, q.scale)
-    return LatentSample(z, kl, log_ratio, beta * kl)
+    return LatentSample(z, kl, log_prior(model, params, z) - log_q, beta * kl, log_q, jnp.zeros_like(log_q))
   k_top, k_cells = jax.random.split(key)
   top = sample_latent(k_top, q.top_mean, q.top_scale)
   (mean, scale), (prior_mean, prior_scale), top_down = _cells_given_top(model, params, q, top)
   z = sample_latent(k_cells, mean, scale)
   # Cells no view sees have q = p: their terms cancel.
-  _log_ratio = lambda: (log_prior(model, params, z, top, (prior_mean, prior_scale))
-                        - posterior.log_normal(top, q.top_mean, q.top_scale) - posterior.log_normal(z, mean, scale))
+  log_q = posterior.log_normal(top, q.top_mean, q.top_scale) + posterior.log_normal(z, mean, scale)
+  log_top_prior = posterior.log_normal(top, jnp.zeros_like(top), jnp.ones_like(top))
+  _log_ratio = lambda: log_prior(model, params, z, top, (prior_mean, prior_scale)) - log_q
   kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
   kl_cells = posterior.kl_normal(mean, scale, prior_mean, prior_scale)
   if not balance:
-    return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * (kl_top + kl_cells))
+    return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * (kl_top + kl_cells),
+                        log_q, log_top_prior)
   sg = jax.lax.stop_gradient
   # Value beta * kl_cells; gradient beta x on the posterior's side, 1 x on the prior's.
   kl_cells_prior_side = posterior.kl_normal(sg(mean), sg(scale), prior_mean, prior_scale)
   weighted = (beta * (kl_top + posterior.kl_normal(mean, scale, sg(prior_mean), sg(prior_scale)))
               + kl_cells_prior_side - sg(kl_cells_prior_side))
-  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), weighted)
+  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), weighted, log_q, log_top_prior)
 
 
 def posterior_latent(model: NeRFVAE, params, q: posterior.Posterior):

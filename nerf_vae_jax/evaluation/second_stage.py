@@ -1,0 +1,157 @@
+"""A run's second-stage prior (``models/fitted_prior.py``): fitted to its posteriors of training scenes,
+sampled in place of the model's prior, and scored by the held-out bounds under either prior.
+
+  python -m experiments.fit_prior --workdir=RUN [--num_scenes=2048] [--rank=128]
+  python -m experiments.generate --workdir=RUN --prior=fitted
+
+``fit_run`` encodes training scenes from their 4 context views, draws one
+latent z ~ q(z | views) per scene (the cells; with the hierarchical prior
+z0 ~ q(z0) first), fits p2 to them and saves it beside the checkpoints
+(RUN/fitted_prior/STEP.npz). ``bounds`` estimates the held-out ELBO and IWAE
+bound of test scenes under the model's prior and under p2, from the same
+posterior samples and rays: with p2, the weights are
+
+  log p(x | z) + log p2(cells) + log N(z0; 0, I) - log q(z0, cells | views),
+
+where N(z0; 0, I) is an auxiliary density for z0 (which the decoder does not
+read once p2 replaces p(cells | z0)): any normalised choice keeps the bound a
+bound on the log-likelihood of the model with prior p2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nerf_vae_jax import errors, sharding
+from nerf_vae_jax.data import source
+from nerf_vae_jax.evaluation import protocol
+from nerf_vae_jax.models import fitted_prior, nerf_vae, objectives, ray_sampling
+from nerf_vae_jax.train import run_dir
+
+
+def path_of(workdir: str, step: int) -> str:
+  return os.path.join(workdir, "fitted_prior", f"{step}.npz")
+
+
+def check_model(model) -> None:
+  if model.latent != "grid" and model.latent != "global":
+    raise errors.UserError(f"A fitted prior needs a latent; this model's is {model.latent!r}.")
+  if model.hierarchical and model.top_down:
+    raise errors.UserError("This model's scene function reads z0 (config.model.top_down > 0); the fitted prior "
+                           "covers the cells only. Fit it to a run with top_down=0.")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(model, params, context, key):
+  return nerf_vae.sample_posterior(model, params, nerf_vae.infer(model, params, context), key).z
+
+
+def posterior_latents(model, params, scenes_of, num_scenes: int, batch_size: int = 32, seed: int = 0,
+                      log=print):
+  """One latent z ~ q(z | 4 context views) per training scene: [num_scenes, L] float32 (flattened cells).
+  ``scenes_of(start, stop)`` returns those scenes (dicts of ``source.SceneSource``)."""
+  mesh = sharding.make_mesh()
+  batch_size = -(-batch_size // mesh.size) * mesh.size
+  params = jax.device_put(params, sharding.replicated(mesh))
+  out, t0, next_report = [], time.time(), 0.1
+  for start in range(0, num_scenes, batch_size):
+    chunk = scenes_of(start, min(start + batch_size, num_scenes))
+    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    batch = protocol.context_batch(padded, protocol.CONTEXT_CANDIDATES)
+    context = sharding.global_batch({k: v for k, v in batch.items() if k.startswith("context")}, mesh)
+    z = np.asarray(jax.device_get(_encode(model, params, context, jax.random.fold_in(jax.random.PRNGKey(seed),
+                                                                                     start))))
+    out.append(z[:len(chunk)].reshape(len(chunk), -1))
+    done = start + len(chunk)
+    if done / num_scenes >= next_report or done == num_scenes:
+      log(f"  encoded {done}/{num_scenes} training scenes ({time.time() - t0:.0f} s)")
+      next_report += 0.1
+  return np.concatenate(out)
+
+
+def fit_run(workdir: str, step: int | None = None, num_scenes: int = 2048, rank: int = 128,
+            data_dir: str | None = None, log=print) -> str:
+  """Fits and saves the run's second-stage prior; returns its path."""
+  config, model, spec, params, step = run_dir.restore_params(workdir, step)
+  check_model(model)
+  src = source.SceneSource(config.data.name, "train", data_dir or config.data.data_dir)
+  num_scenes = min(num_scenes, len(src))
+  if rank >= num_scenes:
+    raise errors.UserError(f"--rank={rank} needs more than {rank} training scenes (--num_scenes={num_scenes}).")
+  log(f"Fitting a rank-{rank} Gaussian to the posteriors of {num_scenes} training scenes (step {step}) ...")
+  t0 = time.time()
+  z = posterior_latents(model, params, lambda a, b: [src[i] for i in range(a, b)], num_scenes, log=log)
+  prior = fitted_prior.fit(z, rank)
+  share = fitted_prior.explained_variance(prior)
+  path = path_of(workdir, step)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share)
+  log(f"Saved {path}: {z.shape[1]} numbers per latent, the {rank} factors carry {share:.1%} of the variance "
+      f"({time.time() - t0:.0f} s).")
+  return path
+
+
+def load(workdir: str, step: int):
+  path = path_of(workdir, step)
+  if not os.path.exists(path):
+    raise errors.UserError(f"No fitted prior for step {step} at {path}: run `python -m experiments.fit_prior "
+                           f"--workdir={workdir} --step={step}` first.")
+  return fitted_prior.load(path)
+
+
+def sampler(model, prior: fitted_prior.FittedPrior):
+  """``nerf_vae.sample_prior``'s signature, drawing from p2: (model, params, key, num, temperature) ->
+  latents [num, *latent_shape] (temperature scales the deviation from the mean)."""
+  def sample_prior(model_, params, key, num, temperature=1.0):
+    del model_, params
+    z = prior.mean + temperature * (fitted_prior.sample(prior, key, num) - prior.mean)
+    return z.reshape((num,) + model.latent_shape)
+  return sample_prior
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _bounds_batch(model, params, prior, batch, settings: protocol.Settings, key):
+  k_rays, k_z = jax.random.split(key)
+  q = nerf_vae.infer(model, params, batch)
+  rays = ray_sampling.target_rays(batch, k_rays, settings.num_rays)
+
+  def one(k):
+    s = nerf_vae.sample_posterior(model, params, q, k)
+    ll, _ = objectives.ray_log_likelihood(model, params, s.z, rays, k, likelihood_scale=settings.likelihood_scale,
+                                          randomized=False)
+    fitted_ratio = s.log_top_prior + fitted_prior.log_prob(prior, s.z) - s.log_q
+    return ll["fine"], s.log_ratio, fitted_ratio
+
+  ll, ratio, fitted_ratio = jax.lax.map(one, jax.random.split(k_z, settings.num_samples))
+  pixels = batch["target_images"].shape[1] * batch["target_images"].shape[2] * batch["target_images"].shape[3]
+  return {"elbo_model": jnp.mean(ll + ratio, 0) / pixels, "iwae_model": objectives.iwae(ll, ratio) / pixels,
+          "elbo_fitted": jnp.mean(ll + fitted_ratio, 0) / pixels,
+          "iwae_fitted": objectives.iwae(ll, fitted_ratio) / pixels}
+
+
+def bounds(model, params, prior, scenes: list[dict], settings: protocol.Settings, num_context: int = 4,
+           batch_size: int = 8, seed: int = 0) -> dict:
+  """Held-out ELBO and IWAE bound, nats per pixel, of ``scenes`` from ``num_context`` views, under the model's
+  prior and under p2 (the same samples and rays): {"elbo_model", "iwae_model", "elbo_fitted", "iwae_fitted"},
+  each the mean over scenes. (The ELBO here is the Monte Carlo mean of log p(x|z) + log p(z) - log q(z), the
+  same in expectation as ``evaluate``'s closed-form-KL ELBO.)"""
+  mesh = sharding.make_mesh()
+  batch_size = -(-batch_size // mesh.size) * mesh.size
+  params = jax.device_put(params, sharding.replicated(mesh))
+  prior = jax.device_put(prior, sharding.replicated(mesh))
+  totals = {}
+  for start in range(0, len(scenes), batch_size):
+    chunk = scenes[start:start + batch_size]
+    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    batch = sharding.global_batch(protocol.context_batch(padded, num_context), mesh)
+    out = jax.device_get(_bounds_batch(model, params, prior, batch, settings,
+                                       jax.random.fold_in(jax.random.PRNGKey(seed), start)))
+    for k, v in out.items():
+      totals[k] = totals.get(k, 0.0) + float(np.sum(v[:len(chunk)]))
+  return {k: v / len(scenes) for k, v in totals.items()}

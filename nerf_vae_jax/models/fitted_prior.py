@@ -1,0 +1,104 @@
+"""A second-stage prior: a Gaussian fitted to the aggregate posterior of the training scenes.
+
+The model's own prior over the grid's cells says too little about how cells
+go together, and its samples render as haze (RESULTS.md, "Can the model
+sample scenes?"). This prior is fitted afterwards, to latents z ~ q(z | views)
+of many training scenes (flattened, L = G^3 x D numbers), as a Gaussian with
+a low-rank-plus-diagonal covariance:
+
+  p2(z) = N(z; mean, F F^T + diag(d)),  F [L, k] k shared factors, d the
+  variance each coordinate has of its own (factor analysis, started from
+  probabilistic PCA).
+
+p2 is a proper density, so it can replace the model's prior in the ELBO and
+the IWAE bound (``evaluation/second_stage.py``): the bounds stay bounds on the
+log-likelihood of the model whose prior is p2. The decoder is unchanged.
+
+Pure functions on numpy/JAX arrays; densities use the Woodbury identity, so
+nothing of size L x L is formed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class FittedPrior(NamedTuple):
+  mean: jax.Array  # [L]
+  factors: jax.Array  # [L, k]
+  diag: jax.Array  # [L], > 0
+
+
+def fit(z, rank: int, iterations: int = 30, min_variance: float = 1e-4) -> FittedPrior:
+  """The Gaussian of the module's docstring fitted to latents z [N, L] (N >= 2 scenes) by factor analysis.
+
+  Starts from probabilistic PCA (the top-k principal directions, less the mean variance of the others) and
+  runs ``iterations`` EM steps of factor analysis, which give each coordinate its own residual variance
+  (0: PPCA alone). Nothing L x L is formed: each step costs O(N L k)."""
+  z = np.asarray(z, np.float64)
+  n, dim = z.shape
+  if n < 2 or not 0 < rank < min(n, dim):
+    raise ValueError(f"fit needs at least 2 latents and 0 < rank < min(N, L) = {min(n, dim)}; got N={n}, "
+                     f"rank={rank}.")
+  mean = z.mean(0)
+  x = z - mean
+  var = x.var(0)
+  _, s, vt = np.linalg.svd(x, full_matrices=False)
+  eig = s ** 2 / n
+  noise = eig[rank:].sum() / (dim - rank)  # PPCA's isotropic residual (Tipping and Bishop)
+  factors = vt[:rank].T * np.sqrt(np.maximum(eig[:rank] - noise, 0.0))
+  diag = np.maximum(var - np.square(factors).sum(1), min_variance)
+  for _ in range(iterations):
+    # E step: h | x ~ N(beta x, I - beta F), beta = (I + F^T D^-1 F)^-1 F^T D^-1.
+    fd = factors / diag[:, None]
+    beta = np.linalg.solve(np.eye(rank) + factors.T @ fd, fd.T)  # [k, L]
+    s_beta = x.T @ (x @ beta.T) / n  # S beta^T [L, k], S the sample covariance
+    hh = np.eye(rank) - beta @ factors + beta @ s_beta  # E[h h^T] averaged over the latents
+    # M step.
+    factors = np.linalg.solve(hh, s_beta.T).T
+    diag = np.maximum(var - np.sum(factors * s_beta, 1), min_variance)
+  return FittedPrior(*(jnp.asarray(a, jnp.float32) for a in (mean, factors, diag)))
+
+
+def explained_variance(p: FittedPrior) -> float:
+  """The share of the total variance the k factors carry."""
+  low = float(jnp.sum(jnp.square(p.factors)))
+  return low / (low + float(jnp.sum(p.diag)))
+
+
+def sample(p: FittedPrior, key, num: int):
+  """Latents [num, L] from p2."""
+  k_low, k_diag = jax.random.split(key)
+  low = jax.random.normal(k_low, (num, p.factors.shape[1])) @ p.factors.T
+  return p.mean + low + jnp.sqrt(p.diag) * jax.random.normal(k_diag, (num, p.mean.shape[0]))
+
+
+def log_prob(p: FittedPrior, z):
+  """log p2(z) [B] of latents z [B, ...] (flattened to [B, L])."""
+  x = z.reshape(z.shape[0], -1) - p.mean
+  f, d = p.factors, p.diag
+  # C = D + F F^T: C^-1 = D^-1 - D^-1 F M^-1 F^T D^-1 and log|C| = log|D| + log|M|, M = I + F^T D^-1 F.
+  fd = f / d[:, None]
+  m = jnp.eye(f.shape[1]) + f.T @ fd
+  chol = jnp.linalg.cholesky(m)
+  proj = jax.scipy.linalg.solve_triangular(chol, (x @ fd).T, lower=True)  # [k, B]
+  maha = jnp.sum(x * x / d, -1) - jnp.sum(proj * proj, 0)
+  logdet = jnp.sum(jnp.log(d)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+  return -0.5 * (maha + logdet + x.shape[1] * math.log(2 * math.pi))
+
+
+def save(path: str, p: FittedPrior, **info) -> None:
+  """To an .npz: the arrays and ``info`` (numbers and strings: how it was fitted)."""
+  np.savez(path, **{k: np.asarray(v) for k, v in p._asdict().items()}, **{f"info_{k}": v for k, v in info.items()})
+
+
+def load(path: str) -> tuple[FittedPrior, dict]:
+  with np.load(path) as f:
+    prior = FittedPrior(*(jnp.asarray(f[k]) for k in FittedPrior._fields))
+    info = {k[len("info_"):]: f[k].item() for k in f.files if k.startswith("info_")}
+  return prior, info
