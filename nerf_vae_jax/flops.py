@@ -49,7 +49,6 @@ def encoder_flops(height: int, width: int, channels, cells: int, num_outputs: in
 def point_flops(model) -> int:
   """Forward FLOPs of the scene function per 3-D point."""
   p = 3 * (2 * model.position_frequencies + 1)
-  q = 3 * (2 * model.direction_frequencies + 1)
   w, depth = model.mlp_width, model.mlp_depth
   trunk = p * w + (depth - 1) * w * w
   heads = w + w * w + w * (w // 2) + (w // 2) * 3  # density, bottleneck, view (its point part), rgb

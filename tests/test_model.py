@@ -13,7 +13,7 @@ from nerf_vae_jax.evaluation import view_metrics
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.train import update
 from nerf_vae_jax.data import pipeline, source
-from nerf_vae_jax.models import nerf_vae, objectives, posterior
+from nerf_vae_jax.models import nerf_vae, posterior
 
 # One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
 pytestmark = pytest.mark.xdist_group("model")
