@@ -300,6 +300,8 @@ def test_demo_runs_end_to_end_and_prints_its_table(runner_env, tmp_path):
   assert os.path.exists(tmp_path / "train_tiny" / "eval" / "2" / "report.html")
   assert "Samples from the prior (" in r.stdout and "Fréchet distance" in r.stdout, r.stdout[-2000:]
   assert os.path.exists(tmp_path / "train_tiny" / "eval" / "2" / "generate" / "samples_vs_data.png")
+  assert "Samples from the fitted prior" in r.stdout and "Held-out IWAE bound from 4 views" in r.stdout
+  assert os.path.exists(tmp_path / "train_tiny" / "eval" / "2" / "generate_fitted" / "samples_vs_data.png")
   with open(tmp_path / "train_tiny" / "config.json") as f:
     saved = json.load(f)
   # --steps sets the run's length only; tiny's KL warm-up (None) then spans it (test_update)

@@ -88,9 +88,9 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
   render = functools.partial(render_latents, model, params, intrinsics=intr, cam_to_world=c2w, height=h, width=w,
                              chunk=chunk)
   samples = render(np.asarray(sample_prior(model, params, k_samples, n, temperature)))
-  if model.hierarchical:
+  if model.hierarchical or sample_prior is not nerf_vae.sample_prior:
     independent = render(np.asarray(nerf_vae.independent_cells(model, params, k_independent, n)))
-  else:  # the model's own prior
+  else:  # the independent prior's own samples
     independent = samples
   flat = lambda x: x.reshape((-1,) + x.shape[2:])
   feats = lambda images: probe_net.features(probe, flat(images))
