@@ -66,8 +66,8 @@ def test_kl_of_each_level_matches_monte_carlo():
   q = posterior.Posterior(mean=0.4 * jax.random.normal(jax.random.PRNGKey(3), (1,) + model.latent_shape),
                           scale=jnp.full((1,) + model.latent_shape, 0.5), top_mean=jnp.array([[0.5, -0.3]]),
                           top_scale=jnp.array([[0.4, 0.8]]), seen=jnp.array([[True] * 6 + [False] * 2]))
-  _, kl, log_ratio, _ = jax.vmap(lambda k: nerf_vae.sample_posterior(model, params, q, k))(
-      jax.random.split(jax.random.PRNGKey(4), 40_000))
+  s = jax.vmap(lambda k: nerf_vae.sample_posterior(model, params, q, k))(jax.random.split(jax.random.PRNGKey(4), 40_000))
+  kl, log_ratio = s.kl, s.log_ratio
   assert float(jnp.mean(kl)) == pytest.approx(float(-jnp.mean(log_ratio)), rel=0.02)
   assert float(jnp.std(kl)) < float(jnp.std(log_ratio))  # the closed form per level has less variance
   kl_top = float(posterior.kl_to_standard_normal(q.top_mean, q.top_scale)[0])
@@ -79,7 +79,8 @@ def test_cells_no_view_sees_follow_the_prior_given_z0():
   shape = (1,) + model.latent_shape
   q = posterior.Posterior(mean=jnp.full(shape, 3.0), scale=jnp.full(shape, 0.1), top_mean=jnp.array([[0.2, 0.1]]),
                           top_scale=jnp.array([[1e-4, 1e-4]]), seen=jnp.zeros((1, shape[1]), bool))
-  z, kl, _, _ = nerf_vae.sample_posterior(model, params, q, jax.random.PRNGKey(0))
+  s = nerf_vae.sample_posterior(model, params, q, jax.random.PRNGKey(0))
+  z, kl = s.z, s.kl
   kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
   np.testing.assert_allclose(kl, kl_top, rtol=1e-5)  # no cell is seen: only z0 costs anything
   prior_mean, _ = nerf_vae.cell_prior(model, params, q.top_mean)
