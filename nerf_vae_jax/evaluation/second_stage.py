@@ -40,7 +40,7 @@ def path_of(workdir: str, step: int) -> str:
 
 
 def check_model(model) -> None:
-  if model.latent != "grid" and model.latent != "global":
+  if model.latent not in ("grid", "global"):
     raise errors.UserError(f"A fitted prior needs a latent; this model's is {model.latent!r}.")
   if model.hierarchical and model.top_down:
     raise errors.UserError("This model's scene function reads z0 (config.model.top_down > 0); the fitted prior "
