@@ -18,6 +18,8 @@ flags.DEFINE_integer("num_scenes", 1024, "Scenes to generate.")
 flags.DEFINE_integer("workers", 2, "Rendering processes.")
 flags.DEFINE_string("data_dir", None, "A built dataset, for the loader part.")
 flags.DEFINE_bool("loader_only", False, "Skip the generation part.")
+flags.DEFINE_list("loader_workers", ["0", "2"], "Worker counts for the loader part (0: in-process).")
+flags.DEFINE_integer("batch_size", 16, "Scenes per batch for the loader part.")
 FLAGS = flags.FLAGS
 
 
@@ -25,8 +27,8 @@ def measure():
   if not FLAGS.loader_only:
     print(json.dumps(data_throughput.generation(FLAGS.config, FLAGS.num_scenes, FLAGS.workers)), flush=True)
   if FLAGS.data_dir:
-    for w in (0, 2):
-      print(json.dumps(data_throughput.loader(FLAGS.config, FLAGS.data_dir, w)), flush=True)
+    for w in FLAGS.loader_workers:
+      print(json.dumps(data_throughput.loader(FLAGS.config, FLAGS.data_dir, int(w), FLAGS.batch_size)), flush=True)
 
 
 def main(argv):

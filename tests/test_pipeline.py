@@ -117,3 +117,10 @@ def test_the_worker_count_is_picked_from_the_cores_on_accelerators_only():
   assert pipeline.worker_count(3, "gpu", 16) == 3 and pipeline.worker_count(0, "gpu", 16) == 0  # as asked
   with pytest.raises(errors.ConfigError, match="-1 \\(auto\\)"):
     pipeline.worker_count(-2, "gpu", 16)
+
+
+def test_the_loader_measurement_reads_batches_of_the_asked_size(tiny_data_dir):
+  from nerf_vae_jax.benchmarks import data_throughput
+  r = data_throughput.loader("tiny", tiny_data_dir, workers=0, batch_size=4)
+  assert (r["config"], r["workers"], r["batch_size"]) == ("tiny", 0, 4)
+  assert r["loader_scenes_per_s"] > 0 and r["loader_scenes_per_s_per_worker"] == r["loader_scenes_per_s"]

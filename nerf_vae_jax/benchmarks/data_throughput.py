@@ -52,7 +52,7 @@ def loader_scenes_per_s(name: str, data_dir: str, workers: int, batch_size: int 
   return batches * batch_size / (time.time() - start)
 
 
-def loader(config: str, data_dir: str, workers: int) -> dict:
-  rate = loader_scenes_per_s(f"shape_scenes/{config}", data_dir, workers)
-  return {"config": config, "workers": workers, "loader_scenes_per_s": rate,
+def loader(config: str, data_dir: str, workers: int, batch_size: int = 16) -> dict:
+  rate = loader_scenes_per_s(f"shape_scenes/{config}", data_dir, workers, batch_size)
+  return {"config": config, "workers": workers, "batch_size": batch_size, "loader_scenes_per_s": rate,
           "loader_scenes_per_s_per_worker": rate / max(workers, 1)}

@@ -32,6 +32,11 @@ class NonFiniteLossError(errors.UserError):
 _IMPORTED = time.time()  # about when the command started (the first log line reports the start-up time)
 
 
+def _uptime() -> str:
+  """Seconds since start-up, for the start-up's log lines (minutes of planning and compiling on a GPU)."""
+  return f"{time.time() - _IMPORTED:.0f} s after start-up"
+
+
 def _log(*args):
   if jax.process_index() == 0:
     print(*args, flush=True)
@@ -121,7 +126,7 @@ def _plan_memory(config):
   if not capacity or not memory_plan.needs_plan(config):
     return config
   plan = memory_plan.plan(config, jax.device_count(), capacity)
-  _log(plan.describe())
+  _log(plan.describe() + f" [{_uptime()}]")
   return memory_plan.apply(config, plan) if plan.changed else config
 
 
@@ -135,7 +140,7 @@ def _compiled_step(config, model, tx, spec, mesh, abstract, train_key):
                    batching.for_config(config, spec.height, spec.width, config.train.batch_size).items()}
   step_fn = step_fn.lower(checkpoints.abstract_like(abstract, repl), batch_structs, train_key).compile()
   _log(memory.report(memory.step_bytes(step_fn), memory.device_capacity(config.train.get("memory_limit_gib")),
-                     config))
+                     config) + f" [compiled {_uptime()}]")
   return step_fn
 
 
@@ -176,7 +181,7 @@ class _Progress:
     writer.scalars(step, last)
     eta = (self.num_steps - step) / max(last["steps_per_s"], 1e-9)
     # The first line also says how long the start took (planning, compiling, the data workers): minutes on a GPU.
-    started = "" if self.logged else f"  (first log {time.time() - _IMPORTED:.0f} s after start-up)"
+    started = "" if self.logged else f"  (first log {_uptime()})"
     _log(f"step {step}/{self.num_steps}  loss {last['loss']:.4f}  psnr {last['psnr']:.2f}  "
          f"kl {last['kl']:.1f}  {last['steps_per_s']:.2f} steps/s  {last['rays_per_s']:,.0f} rays/s  "
          f"ETA {eta / 60:.1f} min{started}")
@@ -193,6 +198,8 @@ def train(config, workdir: str) -> dict:
   model, spec = run_dir.make_model(config)
   tx = update.make_optimizer(config.train)
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  # The workers start after the plan: 14 of them started before it (and its two probes compiled side by side)
+  # on a 16-core GPU host made the start slower, not faster (BENCHMARKS.md, "A 64px model ... on one GPU").
   it = input_pipeline(config, sharding.check_batch_size(config.train.batch_size))
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state, abstract, start = _initial_state(config, workdir, model, tx, spec, mngr, it, repl, init_key)
