@@ -13,7 +13,7 @@ from nerf_vae_jax.evaluation import view_metrics
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.train import update
 from nerf_vae_jax.data import pipeline, source
-from nerf_vae_jax.models import nerf_vae, posterior
+from nerf_vae_jax.models import nerf_vae, objectives, posterior
 
 # One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
 pytestmark = pytest.mark.xdist_group("model")
@@ -231,3 +231,22 @@ def test_fits_a_few_scenes_with_objects_in_place(tiny_setup):
   assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 3.0  # nats per pixel
   assert m["psnr"] > m["baseline_psnr"] + 2.0, m
   assert m["mask_iou"] > 0.55, m
+
+
+def test_the_opacity_penalty_adds_its_weight_times_its_mean_to_the_loss_alone(tiny_setup):
+  """Neural Volumes' opacity prior: lowest at 0 and 1, highest at 1/2, symmetric; in the loss, weight x its
+  mean over rays, with the ELBO metrics unchanged."""
+  a = jnp.linspace(0.0, 1.0, 11)
+  pen = objectives.opacity_penalty(a)
+  np.testing.assert_allclose(pen, pen[::-1], rtol=1e-6)
+  assert float(pen[5]) == pytest.approx(2 * np.log(0.51)) and int(jnp.argmax(pen)) == 5
+  assert float(pen[0]) == pytest.approx(np.log(0.01) + np.log(1.01))
+  config, src, scenes = tiny_setup
+  model, _, state = _model_and_params(config, src, grid_size=4, latent_dim=8)
+  b = _batch(scenes, np.random.default_rng(0))
+  run = lambda w: objectives.elbo_loss(model, state["params"], b, jax.random.PRNGKey(0), num_rays=64,
+                                       likelihood_scale=0.1, opacity_weight=w)
+  (loss0, m0), (loss1, m1) = run(0.0), run(0.3)
+  assert float(m1["opacity_penalty"]) == pytest.approx(float(m0["opacity_penalty"]))
+  assert float(loss1) == pytest.approx(float(loss0) + 0.3 * float(m0["opacity_penalty"]), rel=1e-5)
+  assert float(m1["elbo_per_pixel"]) == pytest.approx(float(m0["elbo_per_pixel"]))

@@ -57,9 +57,7 @@ def run_baseline(workdir, split="test", num_scenes=8, counts=(1, 2, 3, 4), dense
   context_psnr = {c: [] for c in counts}
   first_preds = {}
   t0 = time.time()
-  for start in range(0, len(problems), group):
-    chunk = problems[start:start + group]
-    padded = chunk + [chunk[-1]] * (group - len(chunk))  # one compiled shape
+  for start, chunk, padded in protocol.padded_chunks(problems, group):
     stack = lambda key, sl=slice(None): np.stack([scenes[s][key][sl] for s, _ in padded])
     train_views = slice(0, max(c for _, c in padded))
     params, fit_psnr = nerf.fit(model, stack("images", train_views), stack("intrinsics", train_views),

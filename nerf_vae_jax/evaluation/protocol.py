@@ -104,6 +104,14 @@ def evaluate_batch(model, params, batch, key, settings: Settings):
   return dict(out, elbo_per_pixel=elbo / pixels, iwae_per_pixel=objectives.iwae(ll, log_ratio) / pixels)
 
 
+def padded_chunks(items: list, batch_size: int):
+  """(start, chunk, padded) over ``items`` in chunks of ``batch_size``: ``padded`` is the chunk with its last
+  item repeated up to ``batch_size`` (one compiled shape for every batch); keep the first len(chunk) outputs."""
+  for start in range(0, len(items), batch_size):
+    chunk = items[start:start + batch_size]
+    yield start, chunk, chunk + [chunk[-1]] * (batch_size - len(chunk))
+
+
 def evaluate(model, params, scenes: list[dict], num_context: int, settings: Settings = Settings(),
              batch_size: int = 8, seed: int = 0):
   """NeRF-VAE from ``num_context`` views on ``scenes``, ``batch_size`` scenes
@@ -117,9 +125,7 @@ def evaluate(model, params, scenes: list[dict], num_context: int, settings: Sett
   batch_size = -(-batch_size // mesh.size) * mesh.size
   params = jax.device_put(params, sharding.replicated(mesh))
   per_scene, preds = [], []
-  for start in range(0, len(scenes), batch_size):
-    chunk = scenes[start:start + batch_size]
-    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))  # one compiled shape for every batch
+  for start, chunk, padded in padded_chunks(scenes, batch_size):
     key = jax.random.fold_in(jax.random.PRNGKey(seed), start)
     batch = sharding.global_batch(context_batch(padded, num_context), mesh)
     out = jax.device_get(evaluate_batch(model, params, batch, key, settings))

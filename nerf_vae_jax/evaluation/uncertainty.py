@@ -74,9 +74,7 @@ def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: in
   """
   spread_seen, spread_unseen, spread_back, rows = [], [], [], []
   key = jax.random.PRNGKey(seed)
-  for start in range(0, len(scenes), batch_size):
-    chunk = scenes[start:start + batch_size]
-    padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
+  for start, chunk, padded in protocol.padded_chunks(scenes, batch_size):
     far = [far_view(s) for s in padded]
     context = batching.context(protocol.context_batch(padded, 1))
     cam = lambda k: np.stack([s[k][f] for s, f in zip(padded, far)])[:, None]  # [B, 1, ...]

@@ -45,6 +45,13 @@ def ray_log_likelihood(model: NeRFVAE, params, latent, rays: Rays, key, *, likel
   return ll, out
 
 
+def opacity_penalty(acc, eps: float = 0.01):
+  """log(eps + a) + log(1 + eps - a) of rendered opacities a in [0, 1] (any shape): highest (-1.37) at
+  a = 1/2, lowest (-4.6) at 0 and 1; the negative log-density of Neural Volumes' Beta(1/2, 1/2) prior on
+  opacity, made finite."""
+  return jnp.log(eps + acc) + jnp.log(1.0 + eps - acc)
+
+
 def weighted_mse(rays: Rays, rgb):
   """The estimate of the mean squared error over every real pixel [B] (colours in [0, 1])."""
   return jnp.sum(jnp.mean(jnp.square(rgb - rays.colours), -1) * rays.weights, axis=1) / rays.pixels
@@ -52,7 +59,7 @@ def weighted_mse(rays: Rays, rgb):
 
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
               free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
-              object_fraction: float = 0.0, kl_balance: bool = True):
+              object_fraction: float = 0.0, kl_balance: bool = True, opacity_weight: float = 0.0):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
@@ -65,6 +72,12 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
 
   ``kl_balance``: with the hierarchical prior, the prior learns from the whole
   KL while beta warms up (``nerf_vae.sample_posterior``).
+
+  ``opacity_weight``: adds ``opacity_weight x opacity_penalty`` per ray to the
+  loss (Neural Volumes' beta prior on each ray's rendered opacity), which
+  pushes opacities to 0 or 1: without it the model renders objects as
+  semi-transparent volumes, and its prior samples as haze (RESULTS.md, "Where
+  the haze comes from"). The ELBO metrics leave it out.
 
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
@@ -80,13 +93,14 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   ll, out = ray_log_likelihood(model, params, sample.z, rays, k_render, likelihood_scale=likelihood_scale)
   per_pixel = lambda x: jnp.mean(x / rays.pixels)
   kl_term = jnp.where(kl > free_bits, sample.weighted_kl, beta * free_bits)  # beta * max(KL, free bits)
-  objective = ll["fine"] - kl_term + coarse_weight * ll["coarse"]
+  haze = jnp.mean(opacity_penalty(out["fine"]["acc"]), axis=-1)  # [B]
+  objective = ll["fine"] - kl_term + coarse_weight * ll["coarse"] - opacity_weight * rays.pixels * haze
   mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
   metrics = {
       "loss": -per_pixel(objective), "elbo_per_pixel": per_pixel(ll["fine"] - kl),
       "ll_per_pixel": per_pixel(ll["fine"]), "kl_per_pixel": per_pixel(kl), "kl": jnp.mean(kl),
       "mse": mse, "psnr": image_metrics.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
-      "beta": jnp.asarray(beta, jnp.float32),
+      "beta": jnp.asarray(beta, jnp.float32), "opacity_penalty": jnp.mean(haze),
   }
   if q.hierarchical:
     metrics["kl_top"] = jnp.mean(posterior.kl_to_standard_normal(q.top_mean, q.top_scale))
