@@ -76,6 +76,11 @@ def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
   m = view_metrics.scene_metrics(shifted, scene["depths"][held] + 0.25, np.zeros(truth.shape[:-1]), scene, 2, held)
   assert m["mse"] == pytest.approx(np.mean((shifted - truth) ** 2))
   assert m["depth_mae"] == pytest.approx(0.25, rel=1e-5) and m["mask_iou"] == 0.0
+  assert perfect["hazy"] == m["hazy"] == 0.0  # opacities of exactly 0 or 1 are not haze
+  # Half-transparent objects on a clear backdrop: every object pixel is haze, no background pixel.
+  fg = scene["masks"][held] > 0
+  m = view_metrics.scene_metrics(truth, scene["depths"][held], 0.5 * fg, scene, 2, held)
+  assert m["hazy_objects"] == 1.0 and m["hazy_background"] == 0.0 and m["hazy"] == pytest.approx(fg.mean())
   # Wrong by 0.2 on the objects only, then on the background only: each error lands in its own metric.
   fg = (scene["masks"][held] > 0)[..., None]
   for wrong, hit, clean in ((fg, "object_mse", "background_mse"), (~fg, "background_mse", "object_mse")):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nerf_vae_jax.evaluation import sample_quality
 from nerf_vae_jax.image_metrics import psnr, squared_error_map, ssim
 
 METRICS = ("mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr",
@@ -34,7 +35,8 @@ def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int,
   mean_colour = scene["images"][:num_context].reshape(-1, 3).mean(0) / 255.0
   baseline_mse = float(np.mean((mean_colour - target) ** 2))
   out = {"mse": mse, "psnr": float(psnr(mse)), "ssim": float(np.mean(ssim(pred, target))),
-         "baseline_psnr": float(psnr(baseline_mse)), "baseline_mse": baseline_mse}
+         "baseline_psnr": float(psnr(baseline_mse)), "baseline_mse": baseline_mse,
+         "hazy": sample_quality.haze_share(pred_acc)}  # semi-transparent pixels, as prior samples are scored
   if "masks" not in scene:  # a converted dataset without masks: no object metrics
     return out
   fg = scene["masks"][held_out] > 0
@@ -42,9 +44,12 @@ def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int,
   inter, union = np.logical_and(opaque, fg).sum(), np.logical_or(opaque, fg).sum()
   err = squared_error_map(pred, target)
   object_err, background_err = err[fg], err[~fg]
+  acc = np.asarray(pred_acc)
   out.update(object_mse=float(object_err.mean()) if object_err.size else float("nan"),
              background_mse=float(background_err.mean()) if background_err.size else float("nan"),
-             mask_iou=float(inter / union) if union else 1.0)
+             mask_iou=float(inter / union) if union else 1.0,
+             hazy_objects=sample_quality.haze_share(acc[fg]) if fg.any() else float("nan"),
+             hazy_background=sample_quality.haze_share(acc[~fg]) if (~fg).any() else float("nan"))
   if "depths" in scene:
     depth_err = np.abs(np.asarray(pred_depth) - scene["depths"][held_out])[fg]
     out["depth_mae"] = float(depth_err.mean()) if depth_err.size else float("nan")
