@@ -241,17 +241,7 @@ def test_a_fitted_prior_is_fitted_sampled_and_scored(toy_run):
   b = m["bounds"]
   assert b["iwae_fitted"] >= b["elbo_fitted"] and b["iwae_model"] >= b["elbo_model"]
   assert os.path.exists(os.path.join(out, "prior_samples.png"))
-  # The Gaussian of the posteriors' means: by the law of total variance, the samples' less the posterior's noise.
-  total = lambda p: float(np.sum(np.square(p.factors)) + np.sum(p.diag))
-  (of_samples, _), (of_means, info) = (second_stage.load(workdir, 4, kind) for kind in ("samples", "means"))
-  assert info["fitted_to"] == "means" and total(of_means) < total(of_samples)
-  out = samples.generate(workdir, step=4, prior="fitted_means", num_samples=1, num_frames=4, num_pairs=1,
-                         num_steps=2, metric_scenes=0, far_side_scenes=0, bound_scenes=4)
-  assert out.endswith(os.path.join("eval", "4", "generate_fitted_means"))
-  with open(os.path.join(out, "metrics.json")) as f:
-    b = json.load(f)["bounds"]
-  assert b["iwae_fitted"] >= b["elbo_fitted"]
-  with pytest.raises(errors.UserError, match="No fitted prior \\(samples\\) for step 2"):
+  with pytest.raises(errors.UserError, match="No fitted prior for step 2"):
     samples.generate(workdir, step=2, prior="fitted")
 
 

@@ -7,13 +7,7 @@ sampled in place of the model's prior, and scored by the held-out bounds under e
 ``fit_run`` encodes training scenes from their 4 context views, draws one
 latent z ~ q(z | views) per scene (the cells; with the hierarchical prior
 z0 ~ q(z0) first), fits p2 to them and saves it beside the checkpoints
-(RUN/fitted_prior/STEP.npz). It also fits the same kind of Gaussian to the
-posteriors' means, the latents the model renders reconstructions from
-(``nerf_vae.posterior_latent``): RUN/fitted_prior/STEP_means.npz. By the law
-of total variance the samples' Gaussian is the means' plus the posterior's
-own noise, which the decoder renders as haze (RESULTS.md, "A prior fitted to
-the posteriors"); sampling the means' Gaussian draws scenes as the model
-reconstructs them, and it is a proper density too, so its bounds are bounds. ``bounds`` estimates the held-out ELBO and IWAE
+(RUN/fitted_prior/STEP.npz). ``bounds`` estimates the held-out ELBO and IWAE
 bound of test scenes under the model's prior and under p2, from the same
 posterior samples and rays: with p2, the weights are
 
@@ -41,11 +35,8 @@ from nerf_vae_jax.models import fitted_prior, nerf_vae, objectives, ray_sampling
 from nerf_vae_jax.train import run_dir
 
 
-KINDS = {"samples": "", "means": "_means"}  # what the Gaussian is fitted to -> its file's suffix
-
-
-def path_of(workdir: str, step: int, kind: str = "samples") -> str:
-  return os.path.join(workdir, "fitted_prior", f"{step}{KINDS[kind]}.npz")
+def path_of(workdir: str, step: int) -> str:
+  return os.path.join(workdir, "fitted_prior", f"{step}.npz")
 
 
 def check_model(model) -> None:
@@ -58,36 +49,33 @@ def check_model(model) -> None:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(model, params, context, key):
-  q = nerf_vae.infer(model, params, context)
-  return nerf_vae.sample_posterior(model, params, q, key).z, nerf_vae.posterior_latent(model, params, q)
+  return nerf_vae.sample_posterior(model, params, nerf_vae.infer(model, params, context), key).z
 
 
 def posterior_latents(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0,
                       log=print):
-  """Per training scene, one latent z ~ q(z | 4 context views) and the posterior's mean
-  (``nerf_vae.posterior_latent``): two arrays [num_scenes, L] float32 (flattened cells).
+  """One latent z ~ q(z | 4 context views) per training scene: [num_scenes, L] float32 (flattened cells).
   ``scene(i)`` returns training scene i (a dict of ``source.SceneSource``)."""
   mesh = sharding.make_mesh()
   batch_size = -(-batch_size // mesh.size) * mesh.size
   params = jax.device_put(params, sharding.replicated(mesh))
-  samples, means, t0, next_report = [], [], time.time(), 0.1
+  out, t0, next_report = [], time.time(), 0.1
   for start, chunk, padded in protocol.padded_chunks(list(range(num_scenes)), batch_size):
     batch = protocol.context_batch([scene(i) for i in padded], protocol.CONTEXT_CANDIDATES)
     context = sharding.global_batch({k: v for k, v in batch.items() if k.startswith("context")}, mesh)
-    z, mean = jax.device_get(_encode(model, params, context, jax.random.fold_in(jax.random.PRNGKey(seed), start)))
-    samples.append(np.asarray(z)[:len(chunk)].reshape(len(chunk), -1))
-    means.append(np.asarray(mean)[:len(chunk)].reshape(len(chunk), -1))
+    z = np.asarray(jax.device_get(_encode(model, params, context, jax.random.fold_in(jax.random.PRNGKey(seed),
+                                                                                     start))))
+    out.append(z[:len(chunk)].reshape(len(chunk), -1))
     done = start + len(chunk)
     if done / num_scenes >= next_report or done == num_scenes:
       log(f"  encoded {done}/{num_scenes} training scenes ({time.time() - t0:.0f} s)")
       next_report += 0.1
-  return np.concatenate(samples), np.concatenate(means)
+  return np.concatenate(out)
 
 
 def fit_run(workdir: str, step: int | None = None, num_scenes: int = 2048, rank: int = 128,
             data_dir: str | None = None, log=print) -> str:
-  """Fits and saves the run's second-stage priors (to the posteriors' samples and to their means); returns the
-  path of the first."""
+  """Fits and saves the run's second-stage prior; returns its path."""
   config, model, spec, params, step = run_dir.restore_params(workdir, step)
   check_model(model)
   src = source.SceneSource(config.data.name, "train", data_dir or config.data.data_dir)
@@ -96,25 +84,22 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int = 2048, rank:
     raise errors.UserError(f"--rank={rank} needs more than {rank} training scenes (--num_scenes={num_scenes}).")
   log(f"Fitting a rank-{rank} Gaussian to the posteriors of {num_scenes} training scenes (step {step}) ...")
   t0 = time.time()
-  latents = posterior_latents(model, params, src.__getitem__, num_scenes, log=log)
-  for kind, z in zip(KINDS, latents):
-    prior = fitted_prior.fit(z, rank)
-    share = fitted_prior.explained_variance(prior)
-    path = path_of(workdir, step, kind)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share,
-                      fitted_to=kind)
-    log(f"Saved {path} (fitted to the posteriors' {kind}): {z.shape[1]} numbers per latent, the {rank} factors "
-        f"carry {share:.1%} of the variance, total variance {float(np.sum(z.var(0))):.0f} ({time.time() - t0:.0f} s).")
-  return path_of(workdir, step)
+  z = posterior_latents(model, params, src.__getitem__, num_scenes, log=log)
+  prior = fitted_prior.fit(z, rank)
+  share = fitted_prior.explained_variance(prior)
+  path = path_of(workdir, step)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share)
+  log(f"Saved {path}: {z.shape[1]} numbers per latent, the {rank} factors carry {share:.1%} of the variance "
+      f"({time.time() - t0:.0f} s).")
+  return path
 
 
-def load(workdir: str, step: int, kind: str = "samples"):
-  """(the prior, how it was fitted) of ``kind`` ("samples" or "means"; ``fit_run``)."""
-  path = path_of(workdir, step, kind)
+def load(workdir: str, step: int):
+  path = path_of(workdir, step)
   if not os.path.exists(path):
-    raise errors.UserError(f"No fitted prior ({kind}) for step {step} at {path}: run `python -m "
-                           f"experiments.fit_prior --workdir={workdir} --step={step}` first.")
+    raise errors.UserError(f"No fitted prior for step {step} at {path}: run `python -m experiments.fit_prior "
+                           f"--workdir={workdir} --step={step}` first.")
   return fitted_prior.load(path)
 
 
