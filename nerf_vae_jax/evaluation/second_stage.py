@@ -119,14 +119,10 @@ def _bounds_batch(model, params, prior, batch, settings: protocol.Settings, key)
   q = nerf_vae.infer(model, params, batch)
   rays = ray_sampling.target_rays(batch, k_rays, settings.num_rays)
 
-  def one(k):
-    s = nerf_vae.sample_posterior(model, params, q, k)
-    ll, _ = objectives.ray_log_likelihood(model, params, s.z, rays, k, likelihood_scale=settings.likelihood_scale,
-                                          randomized=False)
-    fitted_ratio = s.log_top_prior + fitted_prior.log_prob(prior, s.z) - s.log_q
-    return ll["fine"], s.log_ratio, fitted_ratio
-
-  ll, ratio, fitted_ratio = jax.lax.map(one, jax.random.split(k_z, settings.num_samples))
+  ll, s = objectives.posterior_draws(model, params, q, rays, k_z, num_samples=settings.num_samples,
+                                    likelihood_scale=settings.likelihood_scale)
+  ratio = s.log_ratio
+  fitted_ratio = s.log_top_prior + jax.vmap(functools.partial(fitted_prior.log_prob, prior))(s.z) - s.log_q
   pixels = batch["target_images"].shape[1] * batch["target_images"].shape[2] * batch["target_images"].shape[3]
   return {"elbo_model": jnp.mean(ll + ratio, 0) / pixels, "iwae_model": objectives.iwae(ll, ratio) / pixels,
           "elbo_fitted": jnp.mean(ll + fitted_ratio, 0) / pixels,

@@ -116,10 +116,18 @@ def posterior_samples(model: NeRFVAE, params, q: posterior.Posterior, rays: Rays
   The ELBO is the mean of log p(x | z_s) - KL_s; the IWAE bound is
   ``iwae(log_likelihood, log_ratio)``.
   """
+  ll, s = posterior_draws(model, params, q, rays, key, num_samples=num_samples, likelihood_scale=likelihood_scale)
+  return ll, s.log_ratio, s.kl
+
+
+def posterior_draws(model: NeRFVAE, params, q: posterior.Posterior, rays: Rays, key, *, num_samples: int,
+                    likelihood_scale: float):
+  """``posterior_samples`` with every field of the draws: (log p(x | z_s) [S, B], ``nerf_vae.LatentSample``
+  with fields [S, B, ...]), for the weights under another prior (``evaluation/second_stage.py``)."""
   def one(k):
     s = nerf_vae.sample_posterior(model, params, q, k)
     ll, _ = ray_log_likelihood(model, params, s.z, rays, k, likelihood_scale=likelihood_scale, randomized=False)
-    return ll["fine"], s.log_ratio, s.kl
+    return ll["fine"], s
 
   return jax.lax.map(one, jax.random.split(key, num_samples))
 
