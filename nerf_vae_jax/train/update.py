@@ -44,11 +44,22 @@ def beta_at(step, config):
   A warm-up of None spans the whole run (``config.train.num_steps``), however
   long an override makes it; 0 means no warm-up.
   """
-  warmup = config.loss.beta_warmup_steps
-  warmup = config.train.num_steps if warmup is None else warmup
+  return config.loss.beta * _ramp(step, config.loss.beta_warmup_steps, config.train.num_steps)
+
+
+def opacity_weight_at(step, config):
+  """The opacity penalty's weight at ``step``: linear from 0 to ``config.loss.opacity_weight`` over the whole
+  run. At full weight from the start, it cleared every ray before objects formed (RESULTS.md, "Where the haze
+  comes from")."""
+  return config.loss.get("opacity_weight", 0.0) * _ramp(step, None, config.train.num_steps)
+
+
+def _ramp(step, warmup, num_steps):
+  """min(1, step / warmup); a warm-up of None spans ``num_steps``, and 0 means none."""
+  warmup = num_steps if warmup is None else warmup
   if warmup <= 0:
-    return jnp.asarray(config.loss.beta, jnp.float32)
-  return config.loss.beta * jnp.minimum(1.0, step / warmup)
+    return jnp.ones((), jnp.float32)
+  return jnp.minimum(1.0, step / warmup)
 
 
 def init_state(model, tx, example_batch, key) -> dict:
@@ -94,7 +105,7 @@ def loss_and_grads(model, config, params, batch, keys, step, devices: int = 1):
       objectives.elbo_loss, model, num_rays=config.loss.num_rays, likelihood_scale=config.loss.likelihood_scale,
       beta=beta_at(step, config), free_bits=config.loss.free_bits, coarse_weight=config.loss.coarse_weight,
       targets=config.loss.get("targets", "held_out"), object_fraction=config.loss.get("object_fraction", 0.0),
-      kl_balance=config.loss.get("kl_balance", True), opacity_weight=config.loss.get("opacity_weight", 0.0))
+      kl_balance=config.loss.get("kl_balance", True), opacity_weight=opacity_weight_at(step, config))
 
   def mean_loss(p, scenes, scene_keys_):
     one = lambda scene, k: loss_fn(p, jax.tree.map(lambda x: x[None], scene), k)
