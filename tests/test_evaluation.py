@@ -81,6 +81,8 @@ def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
   fg = scene["masks"][held] > 0
   m = view_metrics.scene_metrics(truth, scene["depths"][held], 0.5 * fg, scene, 2, held)
   assert m["hazy_objects"] == 1.0 and m["hazy_background"] == 0.0 and m["hazy"] == pytest.approx(fg.mean())
+  summary = view_metrics.summarize([m, perfect])  # and evaluate's means carry them
+  assert summary["hazy_objects"] == 0.5 and summary["hazy"] == pytest.approx(fg.mean() / 2)
   # Wrong by 0.2 on the objects only, then on the background only: each error lands in its own metric.
   fg = (scene["masks"][held] > 0)[..., None]
   for wrong, hit, clean in ((fg, "object_mse", "background_mse"), (~fg, "background_mse", "object_mse")):
