@@ -166,8 +166,9 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
   with open(os.path.join(workdir, "eval", "4", "test_3scenes", "metrics.json")) as f:  # a subset: its own folder
     m = json.load(f)
   assert (m["step"], m["split"], m["num_scenes"]) == (4, "test", 3)
-  fields = {"num_context_views", "mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "elbo_per_pixel", "iwae_per_pixel",
-            "baseline_psnr", "baseline_mse"}
+  fields = {"num_context_views", "mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou",
+            "hazy", "hazy_objects", "hazy_background", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr",
+            "baseline_mse"}
   for results in (m["results"], m["refined_results"]):
     assert [row["num_context_views"] for row in results] == [1, 2, 3, 4]
     for row in results:
