@@ -80,6 +80,7 @@ if wants train64; then
   stamp "train64: evaluate ($EVAL_SCENES test scenes)"
   limit 180 $PY -m experiments.evaluate --workdir="$WORK_DIR/run_64px" --num_scenes=$EVAL_SCENES \
     || stamp "64px evaluation failed or timed out"
+  # Packed now and again after the baseline: the evaluation comes back even if the deadline cuts the baseline.
   tar czf "$OUT_DIR/eval.tar.gz" --exclude=checkpoints -C "$WORK_DIR" run_64px 2>/dev/null
   stamp "train64: the per-scene NeRF on the first $BASELINE_SCENES test scenes"
   limit 150 $PY -m experiments.nerf_baseline --workdir="$WORK_DIR/run_64px" --num_scenes=$BASELINE_SCENES \

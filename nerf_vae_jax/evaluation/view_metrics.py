@@ -39,12 +39,11 @@ def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int,
          "hazy": sample_quality.haze_share(pred_acc)}  # semi-transparent pixels, as prior samples are scored
   if "masks" not in scene:  # a converted dataset without masks: no object metrics
     return out
-  fg = scene["masks"][held_out] > 0
-  opaque = np.asarray(pred_acc) > 0.5
+  fg, acc = scene["masks"][held_out] > 0, np.asarray(pred_acc)
+  opaque = acc > 0.5
   inter, union = np.logical_and(opaque, fg).sum(), np.logical_or(opaque, fg).sum()
   err = squared_error_map(pred, target)
   object_err, background_err = err[fg], err[~fg]
-  acc = np.asarray(pred_acc)
   out.update(object_mse=float(object_err.mean()) if object_err.size else float("nan"),
              background_mse=float(background_err.mean()) if background_err.size else float("nan"),
              mask_iou=float(inter / union) if union else 1.0,

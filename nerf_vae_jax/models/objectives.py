@@ -46,9 +46,9 @@ def ray_log_likelihood(model: NeRFVAE, params, latent, rays: Rays, key, *, likel
 
 
 def opacity_penalty(acc, eps: float = 0.01):
-  """log(eps + a) + log(1 + eps - a) of rendered opacities a in [0, 1] (any shape): highest (-1.37) at
-  a = 1/2, lowest (-4.6) at 0 and 1; the negative log-density of Neural Volumes' Beta(1/2, 1/2) prior on
-  opacity, made finite."""
+  """log(eps + a) + log(1 + eps - a) of rendered opacities a in [0, 1] (any shape): highest (-1.35) at
+  a = 1/2, lowest (-4.6) at 0 and 1; up to a factor and a constant, the negative log-density of Neural
+  Volumes' Beta(1/2, 1/2) prior on opacity, made finite."""
   return jnp.log(eps + acc) + jnp.log(1.0 + eps - acc)
 
 

@@ -199,7 +199,8 @@ def train(config, workdir: str) -> dict:
   tx = update.make_optimizer(config.train)
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   # The workers start after the plan: 14 of them started before it (and its two probes compiled side by side)
-  # on a 16-core GPU host made the start slower, not faster (BENCHMARKS.md, "A 64px model ... on one GPU").
+  # on a 16-core GPU host made the start slower, not faster (BENCHMARKS.md, "On one GPU: a 64px run, the input
+  # pipeline and the start-up").
   it = input_pipeline(config, sharding.check_batch_size(config.train.batch_size))
   init_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed))
   state, abstract, start = _initial_state(config, workdir, model, tx, spec, mngr, it, repl, init_key)
