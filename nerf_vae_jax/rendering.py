@@ -106,32 +106,39 @@ def positional_encoding(x, num_frequencies: int, include_input: bool = True):
 
 
 def render_coarse_fine(field, background, origins, directions, key, *, num_coarse: int, num_fine: int,
-                       scene_radius: float, randomized: bool = True):
+                       scene_radius: float, randomized: bool = True, density_noise: float = 0.0):
   """NeRF's two passes along rays [B, R, 3]: stratified, then inverse-CDF samples.
 
   Samples lie between where each ray enters and leaves the scene's bounding
   sphere; rays that miss it show the background.
 
   Args:
-    field: (points [B, R, S, 3], directions [B, R, 3]) -> (density [B, R, S],
+    field: (points [B, R, S, 3], directions [B, R, 3], noise) -> (density [B, R, S],
       rgb [B, R, S, 3]); the scene function (NeRF-VAE closes it over a latent).
+      ``noise`` is None or [B, R, S], added to the density before its activation.
     background: [B, 1, 3] (or broadcastable to [B, R, 3]).
+    density_noise: with ``randomized``, the std of Gaussian noise on the raw
+      densities of both passes (NeRF's regulariser, for training only): a
+      half-transparent density then renders differently at each step, so the
+      fit prefers empty or opaque space (RESULTS.md, "Where the haze comes from").
 
   Returns:
     {"coarse": ..., "fine": ...}, each the dict of ``volume_render`` ([B, R] ...).
   """
   near, far, _ = geometry.ray_sphere_bounds(origins, directions, scene_radius)
-  k_coarse, k_fine = jax.random.split(key)
+  k_coarse, k_fine, k_noise = jax.random.split(key, 3)
 
-  def march(t_edges):
+  def march(t_edges, k):
     mids = 0.5 * (t_edges[..., 1:] + t_edges[..., :-1])
     points = origins[..., None, :] + mids[..., None] * directions[..., None, :]
-    density, rgb = field(points, directions)
+    noise = density_noise * jax.random.normal(k, mids.shape) if density_noise and randomized else None
+    density, rgb = field(points, directions, noise)
     return volume_render(density, rgb, t_edges, background)
 
   t_coarse = stratified_edges(k_coarse, near, far, num_coarse, randomized)
-  coarse = march(t_coarse)
-  fine = march(resample_edges(k_fine, t_coarse, coarse["weights"], num_fine, randomized))
+  coarse = march(t_coarse, jax.random.fold_in(k_noise, 0))
+  fine = march(resample_edges(k_fine, t_coarse, coarse["weights"], num_fine, randomized),
+               jax.random.fold_in(k_noise, 1))
   return {"coarse": coarse, "fine": fine}
 
 

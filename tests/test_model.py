@@ -250,3 +250,29 @@ def test_the_opacity_penalty_adds_its_weight_times_its_mean_to_the_loss_alone(ti
   assert float(m1["opacity_penalty"]) == pytest.approx(float(m0["opacity_penalty"]))
   assert float(loss1) == pytest.approx(float(loss0) + 0.3 * float(m0["opacity_penalty"]), rel=1e-5)
   assert float(m1["elbo_per_pixel"]) == pytest.approx(float(m0["elbo_per_pixel"]))
+
+
+def test_density_noise_perturbs_only_training_renders_and_passes_through_remat_chunks(tiny_setup):
+  """NeRF's regulariser: noise n on the raw density gives softplus(raw + n - 1); evaluation renders
+  (randomized=False) never see it; the rematerialised chunks get the same noise as the whole pass."""
+  config, src, scenes = tiny_setup
+  model, _, state = _model_and_params(config, src, grid_size=4, latent_dim=8)
+  params = state["params"]
+  q = nerf_vae.infer(model, params, _batch(scenes[:1], np.random.default_rng(0)))
+  o = jnp.zeros((1, 8, 3)).at[..., 2].set(2.5)  # rays from z = 2.5 towards the centre, spread in x
+  d = jnp.stack([jnp.linspace(-0.2, 0.2, 8), jnp.zeros(8), -jnp.ones(8)], -1)[None]
+  d = d / jnp.linalg.norm(d, axis=-1, keepdims=True)
+  render = lambda m, randomized, noise: m.apply(params, q.mean, o, d, jax.random.PRNGKey(3), randomized, noise,
+                                                method=nerf_vae.NeRFVAE.render_rays)
+  clean, noisy = render(model, True, 0.0), render(model, True, 1.0)
+  assert not np.allclose(noisy["fine"]["acc"], clean["fine"]["acc"])
+  for p in ("coarse", "fine"):
+    np.testing.assert_array_equal(render(model, False, 1.0)[p]["rgb"], render(model, False, 0.0)[p]["rgb"])
+  chunked = model.clone(remat_chunks=2)
+  for p in ("coarse", "fine"):
+    np.testing.assert_allclose(render(chunked, True, 1.0)[p]["acc"], noisy[p]["acc"], rtol=1e-5, atol=1e-6)
+  # The scene function itself: a constant shift c of the raw density is softplus(softplus^-1(density) + c).
+  x = jax.random.uniform(jax.random.PRNGKey(1), (1, 8, 4, 3), minval=-0.5, maxval=0.5)
+  field = lambda noise: model.apply(params, q.mean, method=lambda m, z: m.scene_function(x, d, z, noise))[0]
+  base, shifted = field(None), field(jnp.full((1, 8, 4), 0.7))
+  np.testing.assert_allclose(shifted, jax.nn.softplus(jnp.log(jnp.expm1(base)) + 0.7), rtol=1e-4)

@@ -165,17 +165,18 @@ class NeRFVAE(nn.Module):
     mean, raw, context = self.cell_prior_net(top)
     return mean, posterior.to_scale(raw), context
 
-  def render_rays(self, latent, origins, directions, key, randomized: bool = True):
+  def render_rays(self, latent, origins, directions, key, randomized: bool = True, density_noise: float = 0.0):
     """Coarse and fine volume renders of rays [B, R, 3] given latents [B, ...].
 
     See ``rendering.render_coarse_fine``: {"coarse": ..., "fine": ...}, each
     a dict of rgb [B, R, 3], depth, acc [B, R] and weights [B, R, S].
+    ``density_noise``: the training regulariser's std (``config.loss.density_noise``).
     """
     return rendering.render_coarse_fine(
         self._field(latent[:, :-1] if self._token else latent),
         self.background_colour(latent)[:, None, :], origins,
         directions, key, num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.scene_radius,
-        randomized=randomized)
+        randomized=randomized, density_noise=density_noise)
 
   def background_colour(self, latent):
     """The colour [B, 3] behind the scene (what rays that hit nothing show) of latents [B, ...]."""
@@ -195,18 +196,18 @@ class NeRFVAE(nn.Module):
     the same with and without it, so checkpoints are interchangeable.
     """
     if not self.remat_chunks:
-      return lambda x, d: self.scene_function(x, d, latent)
+      return lambda x, d, noise: self.scene_function(x, d, latent, noise)
     c = self.remat_chunks
 
-    def field(x, d):
+    def field(x, d, noise):
       b, r, s, _ = x.shape
       if r % c:
         raise errors.ConfigError(f"config.model.remat_chunks={c} does not divide the {r} rays per scene of this "
                                  f"pass; choose a divisor of config.loss.num_rays and config.eval.chunk.")
       split = lambda a: jnp.swapaxes(a.reshape((b, c, r // c) + a.shape[2:]), 0, 1)  # [C, B, R/C, ...]
-      body = nn.remat(lambda mdl, z, xd: (z, mdl(xd[0], xd[1], z)))
+      body = nn.remat(lambda mdl, z, xdn: (z, mdl(xdn[0], xdn[1], z, xdn[2])))
       scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
-      _, out = scan(self.scene_function, latent, (split(x), split(d)))
+      _, out = scan(self.scene_function, latent, (split(x), split(d), None if noise is None else split(noise)))
       return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape((b, r) + a.shape[3:]), out)
 
     return field

@@ -27,19 +27,21 @@ def gaussian_log_likelihood(x, mean, scale: float):
 
 
 def ray_log_likelihood(model: NeRFVAE, params, latent, rays: Rays, key, *, likelihood_scale: float,
-                       randomized: bool = True):
+                       randomized: bool = True, density_noise: float = 0.0):
   """log p(pixels | latent) of whole images, estimated from ``rays``.
 
   The Gaussian log-likelihood of each ray's colour under the rendered colour,
   summed over channels, weighted by the ray's importance weight and summed
   over rays: an unbiased estimate of the log-likelihood of every real pixel
-  of the views the rays were drawn from.
+  of the views the rays were drawn from. ``density_noise``: the training
+  regulariser (``NeRFVAE.render_rays``).
 
   Returns:
     ({"fine": [B], "coarse": [B]} log-likelihoods in nats, the render of
     ``NeRFVAE.render_rays``).
   """
-  out = model.apply(params, latent, rays.origins, rays.directions, key, randomized, method=NeRFVAE.render_rays)
+  out = model.apply(params, latent, rays.origins, rays.directions, key, randomized, density_noise,
+                    method=NeRFVAE.render_rays)
   ll = {p: jnp.sum(jnp.sum(gaussian_log_likelihood(rays.colours, out[p]["rgb"], likelihood_scale), -1)
                    * rays.weights, axis=1) for p in ("fine", "coarse")}
   return ll, out
@@ -59,7 +61,8 @@ def weighted_mse(rays: Rays, rgb):
 
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
               free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
-              object_fraction: float = 0.0, kl_balance: bool = True, opacity_weight: float = 0.0):
+              object_fraction: float = 0.0, kl_balance: bool = True, opacity_weight: float = 0.0,
+              density_noise: float = 0.0):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
@@ -79,6 +82,10 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   semi-transparent volumes, and its prior samples as haze (RESULTS.md, "Where
   the haze comes from"). The ELBO metrics leave it out.
 
+  ``density_noise``: the std of Gaussian noise on the raw densities of the
+  training renders (NeRF's regulariser, ``rendering.render_coarse_fine``);
+  the metrics are those of the noisy renders.
+
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
     nats), the KL per scene (and, with the hierarchical prior, its z0 part
@@ -90,7 +97,8 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta, balance=kl_balance)
   kl = sample.kl
   rays = training_rays(batch, k_rays, num_rays, targets=targets, object_fraction=object_fraction)
-  ll, out = ray_log_likelihood(model, params, sample.z, rays, k_render, likelihood_scale=likelihood_scale)
+  ll, out = ray_log_likelihood(model, params, sample.z, rays, k_render, likelihood_scale=likelihood_scale,
+                               density_noise=density_noise)
   per_pixel = lambda x: jnp.mean(x / rays.pixels)
   kl_term = jnp.where(kl > free_bits, sample.weighted_kl, beta * free_bits)  # beta * max(KL, free bits)
   haze = jnp.mean(opacity_penalty(out["fine"]["acc"]), axis=-1)  # [B]

@@ -62,11 +62,13 @@ class SceneFunction(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, points, directions, latent):
+  def __call__(self, points, directions, latent, density_noise=None):
     """
     Args:
       points: [B, R, S, 3] world positions; directions: [B, R, 3] unit rays.
       latent: [B, D] (global), [B, G^3, D] (grid) or None (none).
+      density_noise: None or [B, R, S], added to the raw density before its
+        activation (``rendering.render_coarse_fine``'s ``density_noise``).
 
     Returns:
       density [B, R, S] >= 0 and rgb [B, R, S, 3] in (0, 1), float32.
@@ -97,6 +99,8 @@ class SceneFunction(nn.Module):
     feat = nn.Dense(self.width, dtype=self.dtype, name="bottleneck")(h)
     h = nn.relu(ViewLayer(self.width // 2, dtype=self.dtype, name="view")(feat, d))
     rgb = nn.Dense(3, dtype=self.dtype, name="rgb")(h).astype(jnp.float32)
+    if density_noise is not None:
+      density = density + density_noise
     return jax.nn.softplus(density - 1.0), jax.nn.sigmoid(rgb)
 
 
