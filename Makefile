@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: demo test clean
+.PHONY: demo test test-slow clean
 
 $(VENV)/.installed: requirements.txt setup.py
 	$(PY) -m venv $(VENV)
@@ -18,8 +18,12 @@ $(VENV)/.installed: requirements.txt setup.py
 demo: .venv
 	$(BIN)/python -m experiments.demo --out=$(OUT)
 
+# The suite without the long learning checks (pytest.ini's `slow` marker); CI (.ci/run) runs both.
 test: .venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" tests
+
+test-slow: .venv
+	$(BIN)/python -m pytest -q -n 2 --dist load -m slow tests
 
 clean:
 	rm -rf $(VENV) $(OUT)

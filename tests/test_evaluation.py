@@ -294,6 +294,7 @@ def test_learning_curve_evaluates_each_checkpoint_once_against_training_minutes(
   assert "| toy | 4 |" in curves.last_row_table({"toy": rows})
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_prints_its_table(runner_env, tmp_path):
   """`make demo`'s command with 2 steps and 2 scenes on the tests' small dataset (already built, so the demo
   finds it): build, train, evaluate, summary."""

@@ -217,6 +217,7 @@ def fit_few_scenes(config, src, scenes, steps=200):
   return losses, view_metrics.summarize(per_scene)
 
 
+@pytest.mark.slow
 def test_fits_a_few_scenes_with_objects_in_place(tiny_setup):
   """The tiny recipe on 4 scenes: the loss falls, and from 4 views each scene's
   other views show the objects where they are. Measured on this test: the

@@ -13,7 +13,7 @@ from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
 
-pytestmark = pytest.mark.xdist_group("model")
+pytestmark = pytest.mark.xdist_group("priors")
 
 
 def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3, **overrides):

@@ -47,6 +47,9 @@ RECIPE = {
     "model.prior": "hierarchical",  # ("Can the model sample scenes?")
     "loss.targets": "all",  # context views among the targets ("The CPU study")
     "loss.object_fraction": 0.75,  # ("Object-focused rays and the posterior's combination")
+    # Less haze: opaque objects and clear space, and better prior samples ("Where the haze comes from").
+    "loss.opacity_weight": 0.05,
+    "loss.density_noise": 1.0,
 }
 
 _TINY_RECIPE = {
