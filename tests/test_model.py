@@ -164,6 +164,7 @@ def test_one_compiled_step_serves_1_to_k_views_and_gradients_are_finite(tiny_set
   assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_bfloat16_matmuls_keep_float32_params_and_train_like_float32(tiny_setup):
   """The same initial parameters, batches and keys in both dtypes: bfloat16 matmuls keep float32 parameters,
   and the losses of 12 training steps on one batch follow float32's (FiLM and the view layer included)."""
