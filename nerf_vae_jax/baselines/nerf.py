@@ -34,8 +34,8 @@ class NeRF(nn.Module):
     background = jax.nn.sigmoid(self.param("background", nn.initializers.zeros, (3,)))
     out = rendering.render_coarse_fine(
         lambda x, d, noise: self.field(x, d, None, noise), background[None, None], origins[None],
-        directions[None], key, num_coarse=self.num_coarse, num_fine=self.num_fine, scene_radius=self.field.scene_radius,
-        randomized=randomized)
+        directions[None], key, num_coarse=self.num_coarse, num_fine=self.num_fine,
+        scene_radius=self.field.scene_radius, randomized=randomized)
     return jax.tree.map(lambda x: x[0], out)
 
 
