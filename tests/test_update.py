@@ -114,11 +114,13 @@ def test_tiny_kl_warmup_spans_the_run_however_long(num_steps):
   assert beta(0) == 1.0
 
 
-def test_the_opacity_weight_rises_over_the_run_to_its_setting():
+def test_the_opacity_weight_rises_over_the_run_or_its_warm_up_to_its_setting():
   from experiments.configs import shape_scenes
   config = shape_scenes.get_config("tiny")
   config.train.num_steps, config.loss.opacity_weight = 400, 0.1
   w = lambda s: float(update.opacity_weight_at(s, config))
   np.testing.assert_allclose([w(0), w(100), w(400), w(800)], [0.0, 0.025, 0.1, 0.1], rtol=1e-6)
+  config.loss.opacity_warmup_steps = 200  # a fixed length, whatever the run's
+  np.testing.assert_allclose([w(0), w(100), w(200), w(400)], [0.0, 0.05, 0.1, 0.1], rtol=1e-6)
   config.loss.opacity_weight = 0.0
   assert w(400) == 0.0

@@ -136,6 +136,7 @@ def base() -> config_dict.ConfigDict:
   c.loss.targets = "held_out"  # rays from the target views, or context views too ("all")
   c.loss.object_fraction = 0.0  # share of rays from likely-object pixels (importance-weighted)
   c.loss.opacity_weight = 0.0  # weight of the opacity penalty per pixel (objectives.opacity_penalty)
+  c.loss.opacity_warmup_steps = config_dict.placeholder(int)  # its linear ramp from 0 (None: the whole run)
   c.loss.density_noise = 0.0  # std of the noise on raw densities in training renders (NeRF's regulariser)
 
   c.train = config_dict.ConfigDict()

@@ -48,10 +48,11 @@ def beta_at(step, config):
 
 
 def opacity_weight_at(step, config):
-  """The opacity penalty's weight at ``step``: linear from 0 to ``config.loss.opacity_weight`` over the whole
-  run. At full weight from the start, it cleared every ray before objects formed (RESULTS.md, "Where the haze
-  comes from")."""
-  return config.loss.get("opacity_weight", 0.0) * _ramp(step, None, config.train.num_steps)
+  """The opacity penalty's weight at ``step``: linear from 0 to ``config.loss.opacity_weight`` over
+  ``config.loss.opacity_warmup_steps`` (None: the whole run), as ``beta_at``. At full weight from the start,
+  it cleared every ray before objects formed (RESULTS.md, "Where the haze comes from")."""
+  return config.loss.get("opacity_weight", 0.0) * _ramp(step, config.loss.get("opacity_warmup_steps"),
+                                                        config.train.num_steps)
 
 
 def _ramp(step, warmup, num_steps):
