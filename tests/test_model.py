@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from experiments.configs import shape_scenes
-from nerf_vae_jax import batching
+from nerf_vae_jax import batching, errors
 from nerf_vae_jax.evaluation import view_metrics
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.train import update
 from nerf_vae_jax.data import pipeline, source
-from nerf_vae_jax.models import nerf_vae, objectives, posterior
+from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
 
 # One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
 pytestmark = pytest.mark.xdist_group("model")
@@ -252,6 +252,21 @@ def test_the_opacity_penalty_adds_its_weight_times_its_mean_to_the_loss_alone(ti
   assert float(m1["opacity_penalty"]) == pytest.approx(float(m0["opacity_penalty"]))
   assert float(loss1) == pytest.approx(float(loss0) + 0.3 * float(m0["opacity_penalty"]), rel=1e-5)
   assert float(m1["elbo_per_pixel"]) == pytest.approx(float(m0["elbo_per_pixel"]))
+
+
+def test_the_opacity_penalty_over_whole_images_weights_rays_as_the_likelihood_does():
+  """"image": the importance-weighted estimate over every pixel (unbiased when rays lean to objects);
+  "sampled": the plain mean over the drawn rays. Equal when every ray has the same weight."""
+  acc = jnp.asarray([[0.5, 0.9, 0.0, 1.0]])
+  pen = objectives.opacity_penalty(acc)
+  weights = jnp.asarray([[1.0, 1.0, 4.0, 2.0]])
+  rays = ray_sampling.Rays(*(jnp.zeros((1, 4, 3)),) * 3, weights, jnp.asarray([8.0]))
+  assert float(objectives.opacity_mean(rays, acc, "image")[0]) == pytest.approx(float(jnp.sum(pen * weights)) / 8)
+  assert float(objectives.opacity_mean(rays, acc, "sampled")[0]) == pytest.approx(float(jnp.mean(pen)))
+  uniform = rays._replace(weights=jnp.full((1, 4), 2.0))
+  assert float(objectives.opacity_mean(uniform, acc, "image")[0]) == pytest.approx(float(jnp.mean(pen)))
+  with pytest.raises(errors.ConfigError, match="opacity_estimate"):
+    objectives.opacity_mean(rays, acc, "pixels")
 
 
 def test_density_noise_perturbs_only_training_renders_and_passes_through_remat_chunks(tiny_setup):

@@ -137,6 +137,9 @@ def base() -> config_dict.ConfigDict:
   c.loss.object_fraction = 0.0  # share of rays from likely-object pixels (importance-weighted)
   c.loss.opacity_weight = 0.0  # weight of the opacity penalty per pixel (objectives.opacity_penalty)
   c.loss.opacity_warmup_steps = config_dict.placeholder(int)  # its linear ramp from 0 (None: the whole run)
+  # its mean over the sampled rays ("sampled": they lean to objects by object_fraction) or over whole images
+  # ("image": importance-weighted, as the likelihood; mostly backdrop)
+  c.loss.opacity_estimate = "sampled"
   c.loss.density_noise = 0.0  # std of the noise on raw densities in training renders (NeRF's regulariser)
 
   c.train = config_dict.ConfigDict()

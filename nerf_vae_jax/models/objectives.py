@@ -15,7 +15,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from nerf_vae_jax import image_metrics
+from nerf_vae_jax import errors, image_metrics
 from nerf_vae_jax.models import nerf_vae, posterior
 from nerf_vae_jax.models.nerf_vae import NeRFVAE
 from nerf_vae_jax.models.ray_sampling import Rays, training_rays
@@ -54,6 +54,17 @@ def opacity_penalty(acc, eps: float = 0.01):
   return jnp.log(eps + acc) + jnp.log(1.0 + eps - acc)
 
 
+def opacity_mean(rays: Rays, acc, estimate: str = "sampled"):
+  """The opacity penalty per pixel [B] of rendered opacities acc [B, R]: its mean over the sampled rays
+  ("sampled") or its importance-weighted estimate over every real pixel ("image")."""
+  pen = opacity_penalty(acc)
+  if estimate == "sampled":
+    return jnp.mean(pen, axis=-1)
+  if estimate == "image":
+    return jnp.sum(pen * rays.weights, axis=-1) / rays.pixels
+  raise errors.ConfigError(f"config.loss.opacity_estimate={estimate!r}; choose sampled or image.")
+
+
 def weighted_mse(rays: Rays, rgb):
   """The estimate of the mean squared error over every real pixel [B] (colours in [0, 1])."""
   return jnp.sum(jnp.mean(jnp.square(rgb - rays.colours), -1) * rays.weights, axis=1) / rays.pixels
@@ -62,7 +73,7 @@ def weighted_mse(rays: Rays, rgb):
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
               free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
               object_fraction: float = 0.0, kl_balance: bool = True, opacity_weight: float = 0.0,
-              density_noise: float = 0.0):
+              opacity_estimate: str = "sampled", density_noise: float = 0.0):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
@@ -80,7 +91,11 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   loss (Neural Volumes' beta prior on each ray's rendered opacity), which
   pushes opacities to 0 or 1: without it the model renders objects as
   semi-transparent volumes, and its prior samples as haze (RESULTS.md, "Where
-  the haze comes from"). The ELBO metrics leave it out.
+  the haze comes from"). The ELBO metrics leave it out. ``opacity_estimate``:
+  "sampled", its mean over the sampled rays (which lean towards objects by
+  ``object_fraction``), or "image", its importance-weighted sum, an estimate
+  over whole images as the likelihood's (mostly backdrop). The two agree when
+  ``object_fraction`` is 0.
 
   ``density_noise``: the std of Gaussian noise on the raw densities of the
   training renders (NeRF's regulariser, ``rendering.render_coarse_fine``);
@@ -101,7 +116,7 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
                                density_noise=density_noise)
   per_pixel = lambda x: jnp.mean(x / rays.pixels)
   kl_term = jnp.where(kl > free_bits, sample.weighted_kl, beta * free_bits)  # beta * max(KL, free bits)
-  haze = jnp.mean(opacity_penalty(out["fine"]["acc"]), axis=-1)  # [B]
+  haze = opacity_mean(rays, out["fine"]["acc"], opacity_estimate)  # [B]
   objective = ll["fine"] - kl_term + coarse_weight * ll["coarse"] - opacity_weight * rays.pixels * haze
   mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
   metrics = {
