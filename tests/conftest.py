@@ -42,9 +42,9 @@ SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.data.nam
          "--config.loss.num_rays=32", "--config.model.encoder_channels=(8,16)", "--config.model.mlp_width=32",
          "--config.model.mlp_depth=2", "--config.data.max_context=2", "--config.model.latent_dim=16",
          "--config.model.grid_size=4",
-         # The opacity weight's ramp of fixed length (by default it spans the run): runs of different lengths
-         # (resumed, or compared with the 12-step reference) share their first steps' losses.
-         "--config.loss.opacity_warmup_steps=100"]
+         # The KL's and the opacity weight's ramps of fixed length (by default they span the run): runs of
+         # different lengths (resumed, or compared with a 12-step reference) share their first steps' losses.
+         "--config.loss.beta_warmup_steps=100", "--config.loss.opacity_warmup_steps=100"]
 
 
 @pytest.fixture(scope="package")  # tests/ is one directory: built once per run

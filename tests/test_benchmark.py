@@ -30,12 +30,13 @@ def test_flop_formula_matches_xla_cost_analysis(latent):
                                                         batching.example(batching.for_config(config, spec.height, spec.width)), k),
                           jax.random.PRNGKey(0))["params"]
   loss = lambda p: objectives.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=128, likelihood_scale=0.1)[0]
-  xla = jax.jit(loss).lower(params).compile().cost_analysis()["flops"]
+  # XLA's count of the lowered programs (before optimisation, as the benchmark reconciles; compiling them
+  # too took 4x longer and agreed as closely on the CPU). It also counts elementwise work (a few percent).
+  xla = jax.jit(loss).lower(params).cost_analysis()["flops"]
   counted = flops.train_step_flops(model, 2, config.data.max_context, spec.height, spec.width, 128)
-  # XLA also counts elementwise work (a few percent); the matmuls are nearly all of it.
-  assert counted["forward"] == pytest.approx(xla, rel=0.06), (counted, xla)
-  xla_step = jax.jit(jax.grad(loss)).lower(params).compile().cost_analysis()["flops"]
-  assert counted["train_step"] == pytest.approx(xla_step, rel=0.08)
+  assert counted["forward"] == pytest.approx(xla, rel=0.05), (counted, xla)
+  xla_step = jax.jit(jax.grad(loss)).lower(params).cost_analysis()["flops"]
+  assert counted["train_step"] == pytest.approx(xla_step, rel=0.05), (counted, xla_step)
 
 
 def test_benchmark_writes_its_json(runner_env, tmp_path):

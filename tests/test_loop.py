@@ -45,9 +45,7 @@ def test_logs_checkpoints_and_config(reference):
 def test_resume_continues_with_exactly_the_same_losses(reference, tiny_data_dir, tmp_path):
   """(Without preview images: rendering them must not change training.)"""
   workdir, _ = reference
-  first = small_config(tiny_data_dir, 8)
-  first.loss.beta_warmup_steps = 12  # tiny's KL warm-up follows num_steps: keep the 12-step run's schedule
-  loop.train(first, str(tmp_path))  # stops at 8 ...
+  loop.train(small_config(tiny_data_dir, 8), str(tmp_path))  # stops at 8 ...
   loop.train(small_config(tiny_data_dir, 12), str(tmp_path))  # ... and goes on to 12
   assert _losses(tmp_path) == _losses(workdir)  # bit for bit, steps 1..12
 
@@ -82,11 +80,12 @@ def test_time_budget_stops_with_a_checkpoint_and_logs_elapsed_minutes(tiny_data_
   assert last["elapsed_minutes"] > 0 and _losses(tmp_path).keys() == {1}
 
 
+@pytest.mark.xdist_group("memory_plan")  # test_memory_plan compiles this config's probes and 4-scene step
 def test_memory_is_reported_planned_and_a_step_that_cannot_fit_stops_before_training(tiny_data_dir, tmp_path,
                                                                                     capsys):
   from nerf_vae_jax.train import memory, memory_plan
   config = small_config(tiny_data_dir, 1)
-  # The global latent: the plan does not depend on the latent, and its step compiles in half the time.
+  # test_memory_plan's config (the global latent: the plan does not depend on it, and it compiles sooner).
   config.model.latent, config.model.prior = "global", "independent"
   per_device = config.copy_and_resolve_references()
   per_device.train.batch_size = 4  # batch 8 over the 2 devices

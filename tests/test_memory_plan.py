@@ -4,7 +4,7 @@ import functools
 
 import pytest
 
-from experiments.configs import shape_scenes
+from conftest import small_config
 from nerf_vae_jax.benchmarks import peaks
 from nerf_vae_jax.train import memory, memory_plan
 
@@ -12,13 +12,11 @@ pytestmark = pytest.mark.xdist_group("memory_plan")  # one worker: the compiles 
 
 
 def _small_config():
-  c = shape_scenes.get_config("tiny")
-  c.update_from_flattened_dict({"data.name": "shape_scenes/tiny", "model.num_coarse": 8, "model.num_fine": 8,
-                                "loss.num_rays": 64, "model.encoder_channels": (8, 16), "model.mlp_width": 32,
-                                "model.mlp_depth": 2, "data.max_context": 2, "model.latent_dim": 8,
-                                "model.grid_size": 4, "train.batch_size": 8,
-                                # The global latent: the plan does not depend on it, and it compiles in half the time.
-                                "model.latent": "global", "model.prior": "independent"})
+  """conftest's toy config for one step of 4 scenes, on the global latent (the plan does not depend on the
+  latent, and its step compiles in half the time): the loop's memory test plans the same config in this
+  xdist group, so the probes and the full step compiled here are cached for it."""
+  c = small_config(None, 1)
+  c.update_from_flattened_dict({"model.latent": "global", "model.prior": "independent", "train.batch_size": 4})
   return c
 
 
@@ -57,7 +55,7 @@ def test_the_plan_chooses_the_lever_that_full_compiles_choose(prefer):
   assert p.predicted_bytes == pytest.approx(full[lever], rel=0.15), (p, full)
   assert f"config.train.microbatches={lever[0]}" in p.describe()
   planned = memory_plan.apply(config, p)
-  assert (planned.train.microbatches, planned.model.remat_chunks, planned.train.batch_size) == (*lever, 8)
+  assert (planned.train.microbatches, planned.model.remat_chunks, planned.train.batch_size) == (*lever, 4)
   assert config.train.microbatches == 1 and config.model.remat_chunks == 0  # the input is not changed
 
 
@@ -65,9 +63,9 @@ def test_the_plan_keeps_a_config_that_fits_and_names_the_numbers_when_nothing_do
   config = _small_config()
   p = memory_plan.plan(config, 1, 100 * memory.GIB)
   assert (p.microbatches, p.remat_chunks, p.changed) == (1, 0, False) and "as it is" in p.describe()
-  # Predicted from the probes at 1 and 2 scenes: the 8-scene step as a full compile measures it.
+  # Predicted from the probes at 1 and 2 scenes: the 4-scene step as a full compile measures it.
   assert p.predicted_bytes == pytest.approx(_full(1, 0), rel=0.15)
-  with pytest.raises(memory.OutOfMemoryError, match=r"Nothing is predicted to fit 0\.0 MiB .* 8 scene\(s\)"):
+  with pytest.raises(memory.OutOfMemoryError, match=r"Nothing is predicted to fit 0\.0 MiB .* 4 scene\(s\)"):
     memory_plan.plan(config, 1, 1000)
 
 
