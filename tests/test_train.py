@@ -1,6 +1,6 @@
 """The experiment runner where a process boundary is the point: exact resume
-after SIGKILL, 1 device vs 2 processes of 4 devices (a process-wide setting) and a SIGTERM to one of them, SIGTERM,
-and command-line overrides. The loop itself is tested in-process (test_loop.py)."""
+after SIGKILL, 1 device vs 2 processes of 4 devices (a process-wide setting) and a SIGTERM to one of them,
+SIGTERM, and command-line overrides. The loop itself is tested in-process (test_loop.py)."""
 
 import json
 import os
@@ -75,7 +75,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(env, tmp_path, workers):
   are stopped too, and the run still saves the step it reached."""
   e, data_dir = env
   code, out = _start_and_signal(e, train_args(data_dir, tmp_path, 1000, ckpt_every=1000,
-                                         extra=[f"--config.data.workers={workers}"]),
+                                              extra=[f"--config.data.workers={workers}"]),
                                 after_step=3, sig=signal.SIGTERM)
   assert code == 0 and "Stopping (15" in out and "saved a checkpoint at step" in out, out[-3000:]
   steps = [int(s) for s in os.listdir(tmp_path / "checkpoints")]
@@ -102,8 +102,8 @@ def test_two_processes_of_four_devices_match_one_device_and_a_signal_to_one_stop
     with open(logs[i], "w") as log:
       procs.append(subprocess.Popen(
           train_args(data_dir, tmp_path / "run", 1000, ckpt_every=1000,
-                extra=[f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-                       "--config.train.stop_check_every=2", "--config.train.image_every=2"]),
+                     extra=[f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+                            "--config.train.stop_check_every=2", "--config.train.image_every=2"]),
           env=e, stdout=log, stderr=subprocess.STDOUT, text=True))
   try:
     deadline = time.time() + 240

@@ -61,13 +61,19 @@ def opacity_mean(rays: Rays, acc, estimate: str = "sampled"):
   if estimate == "sampled":
     return jnp.mean(pen, axis=-1)
   if estimate == "image":
-    return jnp.sum(pen * rays.weights, axis=-1) / rays.pixels
+    return image_mean(rays, pen)
   raise errors.ConfigError(f"config.loss.opacity_estimate={estimate!r}; choose sampled or image.")
+
+
+def image_mean(rays: Rays, per_ray):
+  """The importance-weighted estimate [B] of a per-pixel quantity's mean over every real pixel, from its
+  values per ray [B, R]."""
+  return jnp.sum(per_ray * rays.weights, axis=1) / rays.pixels
 
 
 def weighted_mse(rays: Rays, rgb):
   """The estimate of the mean squared error over every real pixel [B] (colours in [0, 1])."""
-  return jnp.sum(jnp.mean(jnp.square(rgb - rays.colours), -1) * rays.weights, axis=1) / rays.pixels
+  return image_mean(rays, jnp.mean(jnp.square(rgb - rays.colours), -1))
 
 
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
