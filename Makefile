@@ -20,7 +20,7 @@ demo: .venv
 
 # The suite without the long learning checks (pytest.ini's `slow` marker); CI (.ci/run) runs both.
 test: .venv
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" --durations=10 tests
+	$(BIN)/python -m pytest -q -n 2 --dist load -m "not slow" --durations=10 tests
 
 test-slow: .venv
 	$(BIN)/python -m pytest -q -n 2 --dist load -m slow tests

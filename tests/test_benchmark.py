@@ -6,7 +6,7 @@ import sys
 
 import jax
 import pytest
-from conftest import SMALL
+from conftest import SMALL, xla_flags
 
 
 from experiments.configs import shape_scenes
@@ -41,7 +41,7 @@ def test_flop_formula_matches_xla_cost_analysis(latent):
 
 def test_benchmark_writes_its_json(runner_env, tmp_path):
   e, data_dir = runner_env
-  e = dict(e, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  e = dict(e, XLA_FLAGS=xla_flags(2))
   out = tmp_path / "bench.json"
   model_overrides = [a for a in SMALL if a.startswith("--config.model") or a.startswith("--config.loss")]
   r = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--config=experiments/configs/shape_scenes.py:tiny",

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_ok, train_args
+from conftest import run_ok, small_config, train_args
 
 from experiments.configs import shape_scenes
 from nerf_vae_jax import batching
@@ -24,9 +24,6 @@ from nerf_vae_jax.train import run_dir
 from nerf_vae_jax.baselines import nerf
 from nerf_vae_jax.data import source
 from nerf_vae_jax.models import nerf_vae, objectives, ray_sampling
-
-# One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
-pytestmark = pytest.mark.xdist_group("evaluation")
 
 
 # ---------------------------------------------------------------- metrics
@@ -111,7 +108,8 @@ def test_nerf_baseline_fits_one_tiny_scene(tiny_data_dir):
 
 def test_refinement_raises_the_context_elbo(tiny_data_dir):
   src = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)
-  config = shape_scenes.get_config("tiny")
+  config = small_config(tiny_data_dir, 1)  # conftest's toy model
+  config.data.max_context = 4
   model = nerf_vae.from_config(config.model, 1.0)
   params = jax.jit(functools.partial(update.init_state, model, update.make_optimizer(config.train)))(
       batching.example(batching.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))["params"]

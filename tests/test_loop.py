@@ -11,8 +11,6 @@ from conftest import small_config
 
 from nerf_vae_jax.train import loop
 
-pytestmark = pytest.mark.xdist_group("loop")
-
 
 def _losses(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -80,7 +78,6 @@ def test_time_budget_stops_with_a_checkpoint_and_logs_elapsed_minutes(tiny_data_
   assert last["elapsed_minutes"] > 0 and _losses(tmp_path).keys() == {1}
 
 
-@pytest.mark.xdist_group("memory_plan")  # test_memory_plan compiles this config's probes and 4-scene step
 def test_memory_is_reported_planned_and_a_step_that_cannot_fit_stops_before_training(tiny_data_dir, tmp_path,
                                                                                     capsys):
   from nerf_vae_jax.train import memory, memory_plan

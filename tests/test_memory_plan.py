@@ -8,13 +8,11 @@ from conftest import small_config
 from nerf_vae_jax.benchmarks import peaks
 from nerf_vae_jax.train import memory, memory_plan
 
-pytestmark = pytest.mark.xdist_group("memory_plan")  # one worker: the compiles below are cached for the module
-
 
 def _small_config():
   """conftest's toy config for one step of 4 scenes, on the global latent (the plan does not depend on the
-  latent, and its step compiles in half the time): the loop's memory test plans the same config in this
-  xdist group, so the probes and the full step compiled here are cached for it."""
+  latent, and its step compiles in half the time): the loop's memory test plans the same config, and finds
+  the probes and the full step compiled here in the run's compilation cache."""
   c = small_config(None, 1)
   c.update_from_flattened_dict({"model.latent": "global", "model.prior": "independent", "train.batch_size": 4})
   return c

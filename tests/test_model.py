@@ -1,11 +1,14 @@
 """NeRF-VAE: posterior invariants, closed-form KL, compile-once, and a fit that must beat the baseline."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import pytest
+from conftest import perturbed
 
 from experiments.configs import shape_scenes
 from nerf_vae_jax import batching, errors
@@ -14,9 +17,6 @@ from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.train import update
 from nerf_vae_jax.data import pipeline, source
 from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
-
-# One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
-pytestmark = pytest.mark.xdist_group("model")
 
 
 @pytest.mark.parametrize("combine", ["average", "poe"])
@@ -102,10 +102,16 @@ def _batch(scenes, rng, views=pipeline.ViewSampling(1, 4, 2)):
 def _model_and_params(config, src, **overrides):
   config = config.copy_and_resolve_references()
   config.model.update(overrides)
-  model = nerf_vae.from_config(config.model, src.spec.scene_radius)
+  return _initialised(config.to_json(), src.spec.scene_radius, src.spec.height, src.spec.width)
+
+
+@functools.cache  # one initialisation per config in this module (each compiles for seconds)
+def _initialised(config_json, scene_radius, height, width):
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  model = nerf_vae.from_config(config.model, scene_radius)
   tx = update.make_optimizer(config.train)
   init = jax.jit(functools.partial(update.init_state, model, tx))
-  state = init(batching.example(batching.for_config(config, src.spec.height, src.spec.width)), jax.random.PRNGKey(0))
+  state = init(batching.example(batching.for_config(config, height, width)), jax.random.PRNGKey(0))
   return model, tx, state
 
 
@@ -122,7 +128,7 @@ def test_encoder_posterior_ignores_view_order_and_is_blind_to_masked_views(tiny_
   config, src, scenes = tiny_setup
   model, _, state = _model_and_params(config, src, grid_size=4, latent_dim=8, **latent)
   # Perturb the zero-initialised head so the posterior depends on the views.
-  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape), state["params"])
+  params = perturbed(state["params"], 0.05)
   b = _batch(scenes, np.random.default_rng(0))
   mask = jnp.array([[1, 1, 1, 0]] * 4, bool)
   infer = jax.jit(lambda b, perm: nerf_vae.infer(model, params, dict(
@@ -209,6 +215,7 @@ def fit_few_scenes(config, src, scenes, steps=200):
   config = config.copy_and_resolve_references()
   config.train.num_steps, config.train.warmup_steps, config.loss.beta_warmup_steps = steps, 20, 100
   model, tx, state = _model_and_params(config, src)
+  state = jax.tree.map(jnp.copy, state)  # the step donates it; the cached one stays
   step = jax.jit(functools.partial(update.train_step, model, tx, config), donate_argnums=0)
   rng, key, losses = np.random.default_rng(0), jax.random.PRNGKey(1), []
   for _ in range(steps):
@@ -246,8 +253,8 @@ def test_the_opacity_penalty_adds_its_weight_times_its_mean_to_the_loss_alone(ti
   config, src, scenes = tiny_setup
   model, _, state = _model_and_params(config, src, grid_size=4, latent_dim=8)
   b = _batch(scenes, np.random.default_rng(0))
-  run = lambda w: objectives.elbo_loss(model, state["params"], b, jax.random.PRNGKey(0), num_rays=64,
-                                       likelihood_scale=0.1, opacity_weight=w)
+  run = jax.jit(lambda w: objectives.elbo_loss(model, state["params"], b, jax.random.PRNGKey(0), num_rays=64,
+                                               likelihood_scale=0.1, opacity_weight=w))  # one compile for both
   (loss0, m0), (loss1, m1) = run(0.0), run(0.3)
   assert float(m1["opacity_penalty"]) == pytest.approx(float(m0["opacity_penalty"]))
   assert float(loss1) == pytest.approx(float(loss0) + 0.3 * float(m0["opacity_penalty"]), rel=1e-5)

@@ -12,7 +12,6 @@ from conftest import small_config
 from nerf_vae_jax import geometry
 from nerf_vae_jax.data import build, export, formats, multiview, source
 
-pytestmark = pytest.mark.xdist_group("multiview")
 NUM = 3  # scenes per split
 
 

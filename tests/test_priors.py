@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import perturbed
 
 from experiments.configs import shape_scenes
 from nerf_vae_jax import batching
@@ -12,8 +13,6 @@ from nerf_vae_jax import errors
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
-
-pytestmark = pytest.mark.xdist_group("priors")
 
 
 def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3, **overrides):
@@ -26,11 +25,7 @@ def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3
   model = nerf_vae.from_config(config.model, 1.0)
   example = batching.example(batching.for_config(config, 32, 32))
   init = jax.jit(lambda k: model.init(k, example, jnp.zeros((1, 4, 3)), jnp.ones((1, 4, 3)) / np.sqrt(3), k))
-  params = init(jax.random.PRNGKey(0))
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(tree, [p + noise * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-  return model, params
+  return model, perturbed(init(jax.random.PRNGKey(0)), noise)
 
 
 def test_hierarchical_log_prior_is_normalised():

@@ -13,10 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_ok, train_args
+from conftest import run_ok, train_args, xla_flags
 
-# One worker runs this file (its fixtures are built once) when `make test` runs on both cores.
-pytestmark = pytest.mark.xdist_group("train")
 
 _run = run_ok
 
@@ -95,7 +93,7 @@ def test_two_processes_of_four_devices_match_one_device_and_a_signal_to_one_stop
   preempted host: the other process learns of it at the next agreement and both save the same step. One pair
   of processes serves every check (each start-up compiles the step)."""
   e, data_dir = env
-  e = dict(e, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  e = dict(e, XLA_FLAGS=xla_flags(4))
   port, logs = _free_port(), [tmp_path / f"process_{i}.log" for i in range(2)]
   procs = []
   for i in range(2):

@@ -14,7 +14,6 @@ from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.scenes import specs
 from nerf_vae_jax.train import memory, update
 
-pytestmark = pytest.mark.xdist_group("update")
 
 SPEC = specs.SPECS["tiny"]
 
