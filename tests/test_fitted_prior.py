@@ -76,9 +76,8 @@ def test_bounds_under_a_fitted_prior_swap_only_the_priors_density(tiny_data_dir,
   config = small_config(tiny_data_dir, 1)
   config.model.prior = prior
   model, spec = run_dir.make_model(config)
-  state = update.init_state(model, update.make_optimizer(config.train),
-                            batching.example(batching.for_config(config, spec.height, spec.width)),
-                            jax.random.PRNGKey(0))
+  init = jax.jit(lambda example, key: update.init_state(model, update.make_optimizer(config.train), example, key))
+  state = init(batching.example(batching.for_config(config, spec.height, spec.width)), jax.random.PRNGKey(0))
   size = int(np.prod(model.latent_shape))
   scenes = [source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[i] for i in range(2)]
   settings = protocol.Settings(num_samples=3, num_rays=32)

@@ -70,7 +70,7 @@ def test_non_finite_loss_stops_with_a_clear_message(tiny_data_dir, tmp_path):
 
 
 def test_time_budget_stops_with_a_checkpoint_and_logs_elapsed_minutes(tiny_data_dir, tmp_path, capsys):
-  config = small_config(tiny_data_dir, 1000, ckpt_every=1000)
+  config = small_config(tiny_data_dir, 12, ckpt_every=12)  # the reference's step: compiled already
   config.train.time_budget_minutes = 1e-6  # spent by the end of the first step
   last = loop.train(config, str(tmp_path))
   assert "Stopping (time budget): saved a checkpoint at step 1" in capsys.readouterr().out
@@ -141,7 +141,7 @@ def test_a_stop_signal_that_also_killed_the_data_workers_still_saves_the_step_re
       self.it.set_state(state)
 
   monkeypatch.setattr(loop, "input_pipeline", lambda *a: DyingWorkers(real(*a)))
-  loop.train(small_config(tiny_data_dir, 100, ckpt_every=100), str(tmp_path))
+  loop.train(small_config(tiny_data_dir, 12, ckpt_every=12), str(tmp_path))
   assert os.listdir(tmp_path / "checkpoints") == ["3"]
   assert sorted(_losses(tmp_path)) == [1, 2, 3]
 
@@ -153,4 +153,4 @@ def test_a_data_error_without_a_stop_signal_is_raised(tiny_data_dir, tmp_path, m
 
   monkeypatch.setattr(loop, "input_pipeline", lambda *a: Broken())
   with pytest.raises(RuntimeError, match="a worker crashed"):
-    loop.train(small_config(tiny_data_dir, 10), str(tmp_path))
+    loop.train(small_config(tiny_data_dir, 12), str(tmp_path))
