@@ -61,9 +61,22 @@ def pytest_xdist_make_scheduler(config, log):
   return FileGroups(config, log)
 
 
+def pytest_configure(config):
+  """Under xdist, the controller builds the tiny dataset once, before the workers start (they inherit
+  NERF_VAE_TEST_DATA_DIR); otherwise each worker built its own, both at once."""
+  if (_OWN_CACHE and getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+      and "NERF_VAE_TEST_DATA_DIR" not in os.environ):
+    from nerf_vae_jax.data import build
+    data_dir = tempfile.mkdtemp(prefix="nerf_vae_jax_test_data_")
+    build.build("shape_scenes/tiny", data_dir)
+    os.environ["NERF_VAE_TEST_DATA_DIR"] = config._nerf_vae_test_data_dir = data_dir
+
+
 def pytest_unconfigure(config):
   if _OWN_CACHE:
     shutil.rmtree(os.environ["NERF_VAE_TEST_JAX_CACHE"], ignore_errors=True)
+  if getattr(config, "_nerf_vae_test_data_dir", None):
+    shutil.rmtree(config._nerf_vae_test_data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")  # tests/ is one directory: built once per run

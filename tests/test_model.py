@@ -102,12 +102,14 @@ def _batch(scenes, rng, views=pipeline.ViewSampling(1, 4, 2)):
 def _model_and_params(config, src, **overrides):
   config = config.copy_and_resolve_references()
   config.model.update(overrides)
-  return _initialised(config.to_json(), src.spec.scene_radius, src.spec.height, src.spec.width)
+  # The loss settings do not change the parameters: configs that differ only there share them.
+  parts = json.dumps({k: config[k].to_dict() for k in ("model", "train", "data")}, sort_keys=True)
+  return _initialised(parts, src.spec.scene_radius, src.spec.height, src.spec.width)
 
 
-@functools.cache  # one initialisation per config in this module (each compiles for seconds)
-def _initialised(config_json, scene_radius, height, width):
-  config = ml_collections.ConfigDict(json.loads(config_json))
+@functools.cache  # one initialisation per model in this module (each compiles for seconds)
+def _initialised(parts_json, scene_radius, height, width):
+  config = ml_collections.ConfigDict(json.loads(parts_json))
   model = nerf_vae.from_config(config.model, scene_radius)
   tx = update.make_optimizer(config.train)
   init = jax.jit(functools.partial(update.init_state, model, tx))

@@ -189,6 +189,22 @@ class _Progress:
     return last
 
 
+def _next_examples(it, stop, pending, mngr, workdir, state, step):
+  """The next batch of examples; None when a stop signal reached the data workers too (a SIGTERM to the whole
+  process group, as `timeout` and many schedulers send) and they died: then the last finished step, step - 1,
+  is saved with its checkpoint. A data error without a stop signal is raised."""
+  try:
+    return next(it)
+  except Exception:
+    if not stop["signal"]:
+      raise
+    _check_losses(pending, mngr, workdir)
+    checkpoints.save(mngr, step - 1, state, it.get_state())
+    print(f"Stopping ({stop['signal']}; the data workers were stopped too): saved a checkpoint at step "
+          f"{step - 1}; exiting.", flush=True)
+    return None
+
+
 def train(config, workdir: str) -> dict:
   """Trains (or resumes) ``config`` in ``workdir``; returns the last logged metrics."""
   config = _plan_memory(config)  # the levers it chose are saved with the config
@@ -222,17 +238,8 @@ def train(config, workdir: str) -> dict:
     # The host waits on the device only at logging and checkpoint steps, where the losses since the last
     # check are inspected.
     for step in range(start + 1, final + 1):
-      try:
-        examples = next(it)
-      except Exception:
-        if not stop["signal"]:
-          raise
-        # The signal reached the data workers too (a SIGTERM to the whole process group, as `timeout` and
-        # many schedulers send) and they died: stop at the last finished step, with its checkpoint.
-        _check_losses(pending, mngr, workdir)
-        checkpoints.save(mngr, step - 1, state, it.get_state())
-        print(f"Stopping ({stop['signal']}; the data workers were stopped too): saved a checkpoint at step "
-              f"{step - 1}; exiting.", flush=True)
+      examples = _next_examples(it, stop, pending, mngr, workdir, state, step)
+      if examples is None:
         break
       batch = sharding.global_batch(batching.model_inputs(examples), mesh)
       # Everything the step reads is already on the devices: an implicit host-to-device copy here would be
