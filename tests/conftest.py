@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny dataset is built once per test run; in-process
 tests see 2 host devices (data parallelism is exercised in-process)."""
 
+import functools
 import os
 import shutil
 import subprocess
@@ -120,17 +121,22 @@ def run_ok(env, args, **kw):
 
 
 def perturbed(params, noise: float, key=None):
-  """``params`` + noise x N(0, 1) (one key per leaf), as one compiled program: drawn leaf by leaf, eagerly,
+  """``params`` + noise x N(0, 1) (one key per leaf), in one compiled program: drawn leaf by leaf, eagerly,
   each shape compiled a sampler of its own (half a second each)."""
   import jax
-  key = jax.random.PRNGKey(1) if key is None else key
+  return _perturb()(params, noise, jax.random.PRNGKey(1) if key is None else key)
+
+
+@functools.cache
+def _perturb():
+  import jax
 
   @jax.jit
-  def add(params, key):
+  def add(params, noise, key):
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(tree, [p + noise * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-  return add(params, key)
+  return add
 
 
 def small_config(data_dir, steps, ckpt_every=4):

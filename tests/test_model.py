@@ -6,7 +6,6 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import ml_collections
 import pytest
 from conftest import perturbed
 
@@ -99,22 +98,21 @@ def _batch(scenes, rng, views=pipeline.ViewSampling(1, 4, 2)):
   return {k: jnp.asarray(np.stack([p[k] for p in picked])) for k in batching.KEYS}
 
 
+_INITIALISED = {}  # one initialisation per model in this module (each compiles for seconds)
+
+
 def _model_and_params(config, src, **overrides):
   config = config.copy_and_resolve_references()
   config.model.update(overrides)
   # The loss settings do not change the parameters: configs that differ only there share them.
-  parts = json.dumps({k: config[k].to_dict() for k in ("model", "train", "data")}, sort_keys=True)
-  return _initialised(parts, src.spec.scene_radius, src.spec.height, src.spec.width)
-
-
-@functools.cache  # one initialisation per model in this module (each compiles for seconds)
-def _initialised(parts_json, scene_radius, height, width):
-  config = ml_collections.ConfigDict(json.loads(parts_json))
-  model = nerf_vae.from_config(config.model, scene_radius)
-  tx = update.make_optimizer(config.train)
-  init = jax.jit(functools.partial(update.init_state, model, tx))
-  state = init(batching.example(batching.for_config(config, height, width)), jax.random.PRNGKey(0))
-  return model, tx, state
+  key = json.dumps({k: config[k].to_dict() for k in ("model", "train", "data")}, sort_keys=True) + src.name
+  if key not in _INITIALISED:
+    model = nerf_vae.from_config(config.model, src.spec.scene_radius)
+    tx = update.make_optimizer(config.train)
+    init = jax.jit(functools.partial(update.init_state, model, tx))
+    example = batching.example(batching.for_config(config, src.spec.height, src.spec.width))
+    _INITIALISED[key] = model, tx, init(example, jax.random.PRNGKey(0))
+  return _INITIALISED[key]
 
 
 # Model overrides: the global latent; the grid under the independent prior, alone and with a background token and
@@ -255,9 +253,9 @@ def test_the_opacity_penalty_adds_its_weight_times_its_mean_to_the_loss_alone(ti
   config, src, scenes = tiny_setup
   model, _, state = _model_and_params(config, src, grid_size=4, latent_dim=8)
   b = _batch(scenes, np.random.default_rng(0))
-  run = jax.jit(lambda w: objectives.elbo_loss(model, state["params"], b, jax.random.PRNGKey(0), num_rays=64,
-                                               likelihood_scale=0.1, opacity_weight=w))  # one compile for both
-  (loss0, m0), (loss1, m1) = run(0.0), run(0.3)
+  loss = jax.jit(lambda params, w: objectives.elbo_loss(model, params, b, jax.random.PRNGKey(0), num_rays=64,
+                                                        likelihood_scale=0.1, opacity_weight=w))  # one compile
+  (loss0, m0), (loss1, m1) = loss(state["params"], 0.0), loss(state["params"], 0.3)
   assert float(m1["opacity_penalty"]) == pytest.approx(float(m0["opacity_penalty"]))
   assert float(loss1) == pytest.approx(float(loss0) + 0.3 * float(m0["opacity_penalty"]), rel=1e-5)
   assert float(m1["elbo_per_pixel"]) == pytest.approx(float(m0["elbo_per_pixel"]))
