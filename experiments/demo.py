@@ -85,7 +85,7 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   print(f"  {sample_metrics.summary_line(gen['samples'])}")
   fs = gen["far_side"]
   print(f"  From 1 view, {fs['num_samples']} posterior samples differ {fs['diversity_ratio']:.2f}x as much where "
-        f"the view does not see as where it does.")
+        f"the view does not see as where it does, {fs['hidden_ratio']:.2f}x on objects it does not show.")
   # ---- A prior fitted to the posteriors of training scenes (experiments.fit_prior), sampled the same way.
   print(flush=True)
   second_stage.fit_run(workdir)

@@ -191,6 +191,7 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
   assert fd["floor"] < fd["mean_colour"]  # real views are nearer each other than flat colours are to them
   assert 0 <= g["samples"]["objects"]["count_tv"] <= 1 and 0 <= g["samples"]["objects"]["haze_share"] <= 1
   assert g["far_side"]["num_scenes"] == 3 and g["far_side"]["pixels_seen"] + g["far_side"]["pixels_unseen"] > 0
+  assert g["far_side"]["pixels_hidden"] <= g["far_side"]["pixels_unseen"]  # objects view 0 misses are unseen
   r = _cmd(e, "experiments.nerf_baseline", f"--workdir={workdir}", "--num_scenes=2", "--steps=10", "--group=4",
            "--context=1,4")
   assert r.returncode == 0, r.stderr[-3000:]

@@ -76,10 +76,21 @@ def test_a_view_sees_its_own_surfaces_and_the_far_view_is_the_most_opposite(tiny
     far = uncertainty.far_view(scene)
     pos = scene["cam_to_world"][:, :3, 3] / np.linalg.norm(scene["cam_to_world"][:, :3, 3], axis=-1, keepdims=True)
     assert far >= 4 and all(pos[far] @ pos[0] <= pos[v] @ pos[0] + 1e-6 for v in range(4, len(pos)))
+    assert not uncertainty.hidden_from(scene, 5, source=5).any()
+    assert not (uncertainty.hidden_from(scene, far) & uncertainty.seen_from(scene, far)).any()
   # From the far side, view 0 sees less of what the far view shows than the far view itself does.
   seen = sum(uncertainty.seen_from(s, uncertainty.far_view(s)).sum() for s in scenes)
   total = sum((s["masks"][uncertainty.far_view(s)] > 0).sum() for s in scenes)
   assert 0 < seen < 0.9 * total
+
+
+def test_hidden_objects_are_those_the_context_view_does_not_show():
+  masks = np.zeros((2, 4, 4), np.uint8)
+  masks[0, :2, :2] = 1  # view 0 shows object 1 only
+  masks[1, :2, :2], masks[1, 2:, 2:], masks[1, 0, 3] = 1, 2, 3  # the target shows objects 1, 2 and 3
+  hidden = uncertainty.hidden_from({"masks": masks}, target=1, source=0)
+  np.testing.assert_array_equal(hidden, (masks[1] == 2) | (masks[1] == 3))
+  assert not uncertainty.hidden_from({"masks": masks}, target=0, source=1).any()
 
 
 def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys):

@@ -105,8 +105,8 @@ def sample_tables(m: dict) -> list[str]:
   if "far_side" in m:
     f = m["far_side"]
     parts.append(f"<h3>Far side from 1 view ({f['num_scenes']} scenes, {f['num_samples']} posterior samples)</h3>")
-    parts.append(_table([f], ("spread_seen", "spread_unseen", "diversity_ratio", "spread_background",
-                              "pixels_seen", "pixels_unseen")))
+    parts.append(_table([f], ("spread_seen", "spread_unseen", "diversity_ratio", "spread_hidden", "hidden_ratio",
+                              "spread_background", "pixels_seen", "pixels_unseen", "pixels_hidden")))
   return parts
 
 

@@ -12,7 +12,8 @@ Writes DIR/eval/<step>/generate/:
   prior_samples.png   samples (rows) seen from 4 cameras around them (columns)
   prior_samples.gif   all samples, a tile each, as the camera orbits
   far_side.png        per scene, from its first view only: context | true far view | posterior mean |
-                      4 posterior samples | spread across samples | view 0 sees it (green) or not (red)
+                      4 posterior samples | spread across samples | view 0 sees it (green), not (red),
+                      or not even the object (yellow)
   interpolations.png  rows: scene A (truth) | posterior latents of A -> B, linearly
                       interpolated | scene B (truth); A and B inferred from 4 views
 and refreshes DIR/eval/<step>/report.html.
@@ -107,7 +108,8 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
     f = metrics["far_side"]
     print(f"Far side from 1 view ({f['num_scenes']} scenes, {f['num_samples']} posterior samples): spread "
           f"{f['spread_unseen']:.3f} where view 0 does not see, {f['spread_seen']:.3f} where it does "
-          f"(ratio {f['diversity_ratio']:.2f}), {f['spread_background']:.3f} on the backdrop  "
+          f"(ratio {f['diversity_ratio']:.2f}), {f['spread_hidden']:.3f} on objects it does not show "
+          f"({f['pixels_hidden']} pixels; ratio {f['hidden_ratio']:.2f}), {f['spread_background']:.3f} on the backdrop  "
           f"({time.time() - t0:.0f} s)", flush=True)
     visualize.save_png(os.path.join(out_dir, "far_side.png"), picture, scale=2)
   with open(os.path.join(out_dir, "metrics.json"), "w") as fh:

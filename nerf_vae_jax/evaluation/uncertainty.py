@@ -12,6 +12,14 @@ lies within ``SEEN_TOLERANCE`` of view 0's own true depth there, so it is not
 hidden behind something else. A posterior that knows what it saw and not
 what it did not spreads more on the unseen pixels: the diversity ratio
 (mean spread on unseen / on seen object pixels) is above 1.
+
+The unseen pixels are of two kinds. Most are the back sides of objects that
+view 0 shows: a sphere's or a cube's back follows from its front and colour,
+so a good posterior need not be unsure there. The others belong to objects
+that view 0 does not show at all (hidden behind another object, or outside
+its frame): nothing in the context says what is there, so their spread is
+the one a posterior must have. ``hidden_ratio`` (spread on those pixels /
+on seen ones) states it apart.
 """
 
 from __future__ import annotations
@@ -54,6 +62,13 @@ def seen_from(scene: dict, target: int, source: int = 0) -> np.ndarray:
   return visible & (scene["masks"][target] > 0)
 
 
+def hidden_from(scene: dict, target: int, source: int = 0) -> np.ndarray:
+  """bool [H, W]: the target view's pixels of objects that the source view does not show at all."""
+  ids = scene["masks"][target]
+  shown = np.unique(scene["masks"][source])
+  return (ids > 0) & ~np.isin(ids, shown)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _posterior_latents(model, params, context, num_samples: int, key):
   """S posterior samples [S, B, ...] and the posterior's latent [B, ...]."""
@@ -67,12 +82,13 @@ def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: in
   """The far-side spread of ``scenes`` from 1 view.
 
   Returns:
-    (metrics: spread on seen and unseen object pixels and on the backdrop,
-    their ratio, pixel counts; picture: uint8 rows per scene of context view |
-    true far view | posterior mean | samples | spread | seen mask, for the
-    first ``num_pictures`` scenes).
+    (metrics: spread on seen and unseen object pixels, on objects view 0 does
+    not show, and on the backdrop, the ratios, pixel counts; picture: uint8
+    rows per scene of context view | true far view | posterior mean | samples
+    | spread | seen mask (green: seen, red: not, yellow: an object view 0 does
+    not show), for the first ``num_pictures`` scenes).
   """
-  spread_seen, spread_unseen, spread_back, rows = [], [], [], []
+  spread_seen, spread_unseen, spread_hidden, spread_back, rows = [], [], [], [], []
   key = jax.random.PRNGKey(seed)
   for start, chunk, padded in protocol.padded_chunks(scenes, batch_size):
     far = [far_view(s) for s in padded]
@@ -91,22 +107,25 @@ def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: in
       rgb = np.clip(samples[:, i, 0], 0.0, 1.0)  # [S, H, W, 3]
       spread = rgb.std(axis=0).mean(-1)  # [H, W]
       obj = scene["masks"][far[i]] > 0
-      seen = seen_from(scene, far[i])
+      seen, hidden = seen_from(scene, far[i]), hidden_from(scene, far[i])
       spread_seen.append(spread[seen])
       spread_unseen.append(spread[obj & ~seen])
+      spread_hidden.append(spread[hidden])
       spread_back.append(spread[~obj])
       if len(rows) < num_pictures:
         peak = max(float(spread.max()), 1e-6)
         rows.append([scene["images"][0], scene["images"][far[i]], visualize.to_uint8(mean[i, 0]),
                      *[visualize.to_uint8(x) for x in rgb[:4]],
                      visualize.to_uint8(np.repeat((spread / peak)[..., None], 3, -1)),
-                     visualize.mask_to_rgb(seen.astype(np.uint8) + obj.astype(np.uint8))])
+                     visualize.mask_to_rgb(seen.astype(np.uint8) + obj.astype(np.uint8) + 2 * hidden)])
   cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
-  seen_px, unseen_px, back_px = cat(spread_seen), cat(spread_unseen), cat(spread_back)
+  mean = lambda x: float(x.mean()) if x.size else float("nan")
+  seen_px, unseen_px, hidden_px = cat(spread_seen), cat(spread_unseen), cat(spread_hidden)
   metrics = {"num_scenes": len(scenes), "num_samples": num_samples,
-             "spread_seen": float(seen_px.mean()) if seen_px.size else float("nan"),
-             "spread_unseen": float(unseen_px.mean()) if unseen_px.size else float("nan"),
-             "spread_background": float(back_px.mean()) if back_px.size else float("nan"),
-             "pixels_seen": int(seen_px.size), "pixels_unseen": int(unseen_px.size)}
+             "spread_seen": mean(seen_px), "spread_unseen": mean(unseen_px), "spread_hidden": mean(hidden_px),
+             "spread_background": mean(cat(spread_back)),
+             "pixels_seen": int(seen_px.size), "pixels_unseen": int(unseen_px.size),
+             "pixels_hidden": int(hidden_px.size)}
   metrics["diversity_ratio"] = metrics["spread_unseen"] / max(metrics["spread_seen"], 1e-12)
+  metrics["hidden_ratio"] = metrics["spread_hidden"] / max(metrics["spread_seen"], 1e-12)
   return metrics, visualize.grid(rows) if rows else None
