@@ -42,7 +42,7 @@ class SceneSpec:
   scene_radius: float = 1.0  # every object lies inside this sphere
   fov_degrees: float = 40.0  # horizontal field of view
   supersample: int = 2  # k x k rays per pixel for the colour
-  min_size: float = 0.18  # object size range (see README for what size means)
+  min_size: float = 0.18  # object size range (docs/data.md says what size means)
   max_size: float = 0.34
   ambient: float = 0.35
   seed: int = 0  # dataset seed: scenes are a function of (seed, split, index)
