@@ -64,15 +64,16 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   print(f"\nNovel views of {num_scenes} held-out test scenes (step {step}):")
   print("                 mean squared error          PSNR of that mean       mean of per-scene PSNR    objects")
   print("  context views  NeRF-VAE  mean colour       NeRF-VAE  mean colour   NeRF-VAE  mean colour   mask IoU  "
-        "object MSE  hazy")
+        "object MSE  hazy    fog")
   for r in metrics["results"]:
     print(f"  {r['num_context_views']:13d}  {r['mse']:8.5f}  {r['baseline_mse']:11.5f}      "
           f"{image_metrics.psnr(r['mse']):5.2f} dB  {image_metrics.psnr(r['baseline_mse']):8.2f} dB   "
           f"{r['psnr']:5.2f} dB  {r['baseline_psnr']:8.2f} dB   {r['mask_iou']:8.3f}  {r['object_mse']:10.4f}  "
-          f"{r['hazy']:5.1%}")
+          f"{r['hazy']:5.1%}  {r['fog']:5.1%}")
   print("  (mean colour: every pixel painted with the mean colour of the context views; mask IoU: rendered "
         "opacity > 0.5 against the objects' true masks; object MSE: on the true object pixels; hazy: pixels of "
-        "rendered opacity between 0.1 and 0.9, none in the data)")
+        "rendered opacity between 0.1 and 0.9, none in the data; fog: the hazy pixels with no opaque pixel "
+        "next to them, i.e. not on a silhouette)")
 
   # ---- New scenes from the prior, scored against real views (experiments.generate).
   print(flush=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nerf_vae_jax.data import source
-from nerf_vae_jax.evaluation import probe_net, sample_metrics, sample_quality, uncertainty
+from nerf_vae_jax.evaluation import haze_regions, probe_net, sample_metrics, sample_quality, uncertainty
 from nerf_vae_jax.scenes import specs
 
 
@@ -56,6 +56,18 @@ def test_object_comparison_of_identical_sets_and_of_haze():
   assert same["coverage_w1"] == pytest.approx(0.0, abs=1e-12)
   haze = sample_quality.compare_objects(np.full((20, 16, 16), 0.4), masks)
   assert haze["haze_share"] == 1.0 and haze["coverage_samples"] == 0.0 and haze["count_tv"] == 1.0
+  assert haze["fog_share"] == 1.0 and same["fog_share"] == 0.0  # all haze is fog where nothing is opaque
+
+
+def test_fog_is_haze_away_from_every_opaque_pixel():
+  acc = np.zeros((2, 6, 6))
+  acc[0, 2, 2] = 1.0  # one opaque pixel ...
+  acc[0, 1:4, 1:4][acc[0, 1:4, 1:4] == 0] = 0.5  # ... ringed by haze: a blurred silhouette, no fog
+  acc[1, 0, 0] = acc[1, 5, 5] = 0.3  # haze with nothing opaque near: fog
+  acc[0, 5, 0] = 0.95  # opaque, not hazy: neither
+  assert sample_quality.haze_share(acc) == pytest.approx(10 / 72)
+  assert sample_quality.fog_share(acc) == pytest.approx(2 / 72)
+  assert sample_quality.fog_share(acc[:1]) == 0.0 and sample_quality.fog_share(acc[1]) == pytest.approx(2 / 36)
   assert sample_quality.total_variation([0.5, 0.5, 0.0], [0.0, 0.5, 0.5]) == pytest.approx(0.5)
 
 
@@ -91,6 +103,25 @@ def test_hidden_objects_are_those_the_context_view_does_not_show():
   hidden = uncertainty.hidden_from({"masks": masks}, target=1, source=0)
   np.testing.assert_array_equal(hidden, (masks[1] == 2) | (masks[1] == 3))
   assert not uncertainty.hidden_from({"masks": masks}, target=0, source=1).any()
+
+
+def test_haze_regions_partition_the_pixels_by_the_masks():
+  masks = np.zeros((1, 6, 6), np.uint8)
+  masks[0, 1:5, 1:5] = 1  # a 4x4 object: 4 interior pixels, 12 on its inner edge, 20 on its outer edge
+  acc = np.zeros((1, 6, 6))
+  acc[0, 2, 2] = 0.5  # hazy inside
+  acc[0, 1, 1] = acc[0, 0, 0] = 0.5  # hazy on both edges
+  r = haze_regions.regions(acc, masks)
+  assert [r[k]["pixels"] * 36 for k in haze_regions.REGIONS] == pytest.approx([4, 12, 20, 0])
+  assert [r[k]["hazy_of_all"] * 36 for k in haze_regions.REGIONS] == pytest.approx([1, 1, 1, 0])
+  assert r["object_interior"]["hazy"] == pytest.approx(1 / 4) and r["far_backdrop"]["hazy"] == 0.0
+  assert sum(x["hazy_of_all"] for x in r.values()) == pytest.approx(sample_quality.haze_share(acc))
+
+
+def test_the_data_has_partial_pixels_only_when_pixels_are_split_into_rays():
+  assert haze_regions.partial_coverage("tiny", "test", 2, rays_per_side=1) == 0.0  # one ray: covered or not
+  share = haze_regions.partial_coverage("tiny", "test", 2, rays_per_side=4)
+  assert 0.0 < share < 0.2  # silhouettes cross a few pixels in every view
 
 
 def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys):

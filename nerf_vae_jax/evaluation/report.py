@@ -19,8 +19,8 @@ import html
 import json
 import os
 
-COLUMNS = ("num_context_views", "psnr", "ssim", "mse", "object_mse", "background_mse", "depth_mae", "mask_iou",
-           "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr")
+COLUMNS = ("num_context_views", "psnr", "ssim", "mse", "object_mse", "background_mse", "depth_mae", "mask_iou", "hazy",
+           "fog", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr")
 
 
 def _load(path):
@@ -98,7 +98,7 @@ def sample_tables(m: dict) -> list[str]:
              ("real views (floor)", "floor"), ("mean colour", "mean_colour"))]
     parts.append(_table(rows, ["set", "Fréchet distance"]))
     keys = ("coverage_samples", "coverage_data", "coverage_ratio", "coverage_w1", "objects_per_view_samples",
-            "objects_per_view_data", "count_tv", "haze_share")
+            "objects_per_view_data", "count_tv", "haze_share", "fog_share")
     objs = [dict(s["objects"], set="prior samples"), dict(s["objects_independent_cells"], set="independent cells")]
     parts.append(_table(objs, ("set",) + keys))
     parts.append("<p>Probe (held out): " + ", ".join(f"{k} {_fmt(v)}" for k, v in s["probe"].items()) + "</p>")

@@ -93,7 +93,7 @@ def evaluate(workdir, step=None, split="test", num_scenes=None, context=(1, 2, 3
       extra = "".join(f"{name} {row[k]:{fmt}}, " for k, name, fmt in
                       (("depth_mae", "depth MAE", ".3f"), ("mask_iou", "mask IoU", ".3f"),
                        ("object_mse", "object MSE", ".4f"), ("background_mse", "background MSE", ".4f"),
-                       ("hazy", "hazy", ".1%")) if k in row)
+                       ("hazy", "hazy", ".1%"), ("fog", "fog", ".1%")) if k in row)
       print(f"  {label}: PSNR {row['psnr']:.2f} dB (baseline {row['baseline_psnr']:.2f}), SSIM {row['ssim']:.3f}, "
             f"{extra}ELBO/pixel {row['elbo_per_pixel']:.3f}, IWAE/pixel {row['iwae_per_pixel']:.3f}  "
             f"({time.time() - t0:.0f} s)", flush=True)

@@ -118,4 +118,4 @@ def summary_line(m: dict) -> str:
           f"{fd['independent_cells']:.2f}, mean colour {fd['mean_colour']:.2f}); opaque coverage "
           f"{o['coverage_samples']:.3f} vs data {o['coverage_data']:.3f}; objects per view "
           f"{o['objects_per_view_samples']:.2f} vs {o['objects_per_view_data']:.2f} (TV {o['count_tv']:.2f}); "
-          f"hazy pixels {o['haze_share']:.1%}")
+          f"hazy pixels {o['haze_share']:.1%} (fog {o['fog_share']:.1%})")

@@ -9,7 +9,12 @@
   (true masks > 0). Counting blobs in both keeps the comparison fair:
   touching objects merge in both.
 * ``haze_share``: pixels neither clear nor opaque (rendered opacity in
-  (0.1, 0.9)); the data's masks have none.
+  (0.1, 0.9)); the data's masks have none. Most such pixels in a blurred
+  render lie on an object's silhouette; ``fog_share`` counts only those with
+  no opaque pixel among their 3x3 neighbours: haze in open space, the
+  coloured fog of a prior whose samples are not scenes. (The data's own
+  partial pixels: at 32px, 3.9% of the test views' pixels have an object
+  coverage in (0.1, 0.9), counted with 8x8 rays per pixel; RESULTS.md.)
 """
 
 from __future__ import annotations
@@ -83,6 +88,24 @@ def haze_share(acc: np.ndarray) -> float:
   return float(np.mean((acc > HAZE[0]) & (acc < HAZE[1])))
 
 
+def dilate(mask: np.ndarray) -> np.ndarray:
+  """bool [..., H, W]: the pixels with a True pixel in their 3x3 neighbourhood."""
+  padded = np.pad(np.asarray(mask, bool), [(0, 0)] * (np.ndim(mask) - 2) + [(1, 1), (1, 1)])
+  h, w = np.shape(mask)[-2:]
+  out = np.zeros(np.shape(mask), bool)
+  for dy in range(3):
+    for dx in range(3):
+      out |= padded[..., dy:dy + h, dx:dx + w]
+  return out
+
+
+def fog_share(acc: np.ndarray) -> float:
+  """The share of pixels that are hazy (``haze_share``) with no opaque pixel (> ``OPAQUE``) in their 3x3
+  neighbourhood, of rendered opacities [..., H, W]."""
+  acc = np.asarray(acc)
+  return float(np.mean((acc > HAZE[0]) & (acc < HAZE[1]) & ~dilate(acc > OPAQUE)))
+
+
 def object_statistics(opaque: np.ndarray) -> dict:
   """Per-view coverage [N] and object counts [N] of opaque masks bool [N, H, W]."""
   opaque = np.asarray(opaque, bool)
@@ -95,8 +118,8 @@ def compare_objects(sample_acc: np.ndarray, data_masks: np.ndarray) -> dict:
   Returns a flat dict of floats: mean coverage in each and their ratio, the
   mean object count in each, the total-variation distance between the
   count distributions, the 1-Wasserstein distance between the coverage
-  distributions, the share of hazy pixels in the samples, and both count
-  histograms (lists).
+  distributions, the shares of hazy pixels and of fog in the samples, and
+  both count histograms (lists).
   """
   s = object_statistics(np.asarray(sample_acc) > OPAQUE)
   d = object_statistics(np.asarray(data_masks) > 0)
@@ -110,6 +133,6 @@ def compare_objects(sample_acc: np.ndarray, data_masks: np.ndarray) -> dict:
       "coverage_w1": w1,
       "objects_per_view_samples": float(s["counts"].mean()), "objects_per_view_data": float(d["counts"].mean()),
       "count_tv": total_variation(hist_s, hist_d),
-      "haze_share": haze_share(sample_acc),
+      "haze_share": haze_share(sample_acc), "fog_share": fog_share(sample_acc),
       "count_histogram_samples": hist_s.tolist(), "count_histogram_data": hist_d.tolist(),
   }

@@ -19,7 +19,7 @@ import numpy as np
 from nerf_vae_jax.evaluation import sample_quality
 from nerf_vae_jax.image_metrics import psnr, squared_error_map, ssim
 
-METRICS = ("mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "hazy", "hazy_objects",
+METRICS = ("mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "hazy", "fog", "hazy_objects",
            "hazy_background", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr", "baseline_mse")
 
 
@@ -36,7 +36,8 @@ def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int,
   baseline_mse = float(np.mean((mean_colour - target) ** 2))
   out = {"mse": mse, "psnr": float(psnr(mse)), "ssim": float(np.mean(ssim(pred, target))),
          "baseline_psnr": float(psnr(baseline_mse)), "baseline_mse": baseline_mse,
-         "hazy": sample_quality.haze_share(pred_acc)}  # semi-transparent pixels, as prior samples are scored
+         # semi-transparent pixels, and those not on a silhouette, as prior samples are scored
+         "hazy": sample_quality.haze_share(pred_acc), "fog": sample_quality.fog_share(pred_acc)}
   if "masks" not in scene:  # a converted dataset without masks: no object metrics
     return out
   fg, acc = scene["masks"][held_out] > 0, np.asarray(pred_acc)
