@@ -78,6 +78,7 @@ def test_psnr_and_scene_metrics_on_known_images(tiny_data_dir):
   fg = scene["masks"][held] > 0
   m = view_metrics.scene_metrics(truth, scene["depths"][held], 0.5 * fg, scene, 2, held)
   assert m["hazy_objects"] == 1.0 and m["hazy_background"] == 0.0 and m["hazy"] == pytest.approx(fg.mean())
+  assert m["fog"] == m["hazy"]  # nothing opaque anywhere: all the haze is fog
   summary = view_metrics.summarize([m, perfect])  # and evaluate's means carry them
   assert summary["hazy_objects"] == 0.5 and summary["hazy"] == pytest.approx(fg.mean() / 2)
   # Wrong by 0.2 on the objects only, then on the background only: each error lands in its own metric.
@@ -165,7 +166,7 @@ def test_evaluate_generate_and_baseline_write_metrics_images_and_a_report(toy_ru
     m = json.load(f)
   assert (m["step"], m["split"], m["num_scenes"]) == (4, "test", 3)
   fields = {"num_context_views", "mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou",
-            "hazy", "hazy_objects", "hazy_background", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr",
+            "hazy", "fog", "hazy_objects", "hazy_background", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr",
             "baseline_mse"}
   for results in (m["results"], m["refined_results"]):
     assert [row["num_context_views"] for row in results] == [1, 2, 3, 4]
@@ -245,6 +246,22 @@ def test_a_fitted_prior_is_fitted_sampled_and_scored(toy_run):
   assert os.path.exists(os.path.join(out, "prior_samples.png"))
   with pytest.raises(errors.UserError, match="No fitted prior for step 2"):
     samples.generate(workdir, step=2, prior="fitted")
+
+
+def test_the_reconstructions_reference_is_the_sample_scenes_posteriors(toy_run):
+  """A "prior" that draws exactly the posteriors of the scenes whose cameras the samples are seen from
+  scores the reconstructions' Fréchet distance and object statistics."""
+  from nerf_vae_jax.evaluation import probe_net, sample_metrics, second_stage
+  _, data_dir, workdir = toy_run
+  _, model, _, params, _ = run_dir.restore_params(workdir, 4)
+  src = source.SceneSource("shape_scenes/tiny", "test", data_dir)
+  probe = probe_net.load_or_train("shape_scenes/tiny", data_dir, log=lambda *a: None)
+  z = second_stage.posterior_latents(model, params, src.__getitem__, 3, log=lambda *a: None)
+  posteriors = lambda *args, **kwargs: z.reshape((3,) + model.latent_shape)
+  m, _ = sample_metrics.measure(model, params, src, probe, num_scenes=3, sample_prior=posteriors, prior_name="q")
+  fd = m["frechet"]
+  assert np.isfinite(fd["reconstructions"]) and fd["samples"] == pytest.approx(fd["reconstructions"], rel=1e-6)
+  assert "reconstructions" in sample_metrics.summary_line(m)
 
 
 def test_evaluate_bad_input_is_a_clear_error(toy_run, tmp_path):

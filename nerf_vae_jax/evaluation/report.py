@@ -93,9 +93,10 @@ def sample_tables(m: dict) -> list[str]:
     fd = s["frechet"]
     parts.append(f"<h3>Sample quality ({s['num_scenes']} scenes x {s['views_per_scene']} views per set, "
                  f"{s['prior']} prior)</h3>")
-    rows = [{"set": name, "Fréchet distance": fd[key]} for name, key in
+    rows = [{"set": name, "Fréchet distance": fd.get(key)} for name, key in
             (("prior samples", "samples"), ("independent N(0, I) cells", "independent_cells"),
-             ("real views (floor)", "floor"), ("mean colour", "mean_colour"))]
+             ("real views (floor)", "floor"), ("reconstructions from 4 views", "reconstructions"),
+             ("mean colour", "mean_colour"))]
     parts.append(_table(rows, ["set", "Fréchet distance"]))
     keys = ("coverage_samples", "coverage_data", "coverage_ratio", "coverage_w1", "objects_per_view_samples",
             "objects_per_view_data", "count_tv", "haze_share", "fog_share")

@@ -7,10 +7,15 @@ their held-out views (4..V-1) are used, the same views in every set:
   independent cells   N latents with every cell from N(0, I) (the independent
                       prior's samples), through the same decoder and cameras
   floor               the real views of A (two disjoint sets of real scenes)
+  reconstructions     latents z ~ q(z | A_i's 4 context views), seen from A_i's
+                      held-out cameras
   mean colour         A's views, each painted with its mean colour
 
 Each set's Fréchet distance to R's views is taken in the probe's features
-(``probe.py``); the floor is what a perfect generator would score at this N.
+(``probe.py``); the floor is what a perfect generator would score at this N,
+and the reconstructions what a prior that drew latents as the posteriors of
+real scenes do would score through this decoder (a prior can do no better
+than the decoder renders).
 The object statistics (``sample_quality.compare_objects``) compare the
 samples' rendered opacity with A's true masks.
 """
@@ -24,7 +29,7 @@ import numpy as np
 
 from nerf_vae_jax import sharding
 from nerf_vae_jax.evaluation import probe_net
-from nerf_vae_jax.evaluation import protocol, sample_quality
+from nerf_vae_jax.evaluation import protocol, sample_quality, second_stage
 from nerf_vae_jax.models import nerf_vae
 
 
@@ -92,6 +97,8 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
     independent = render(np.asarray(nerf_vae.independent_cells(model, params, k_independent, n)))
   else:  # the independent prior's own samples
     independent = samples
+  posteriors = second_stage.posterior_latents(model, params, a.__getitem__, n, seed=seed, log=lambda _: None)
+  reconstructions = render(posteriors.reshape((n,) + model.latent_shape))
   flat = lambda x: x.reshape((-1,) + x.shape[2:])
   feats = lambda images: probe_net.features(probe, flat(images))
   to_uint8 = lambda rgb: np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
@@ -99,6 +106,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
   fd = {"samples": sample_quality.frechet_distance(feats(to_uint8(samples["rgb"])), f_r),
         "independent_cells": sample_quality.frechet_distance(feats(to_uint8(independent["rgb"])), f_r),
         "floor": sample_quality.frechet_distance(feats(real_a), f_r),
+        "reconstructions": sample_quality.frechet_distance(feats(to_uint8(reconstructions["rgb"])), f_r),
         "mean_colour": sample_quality.frechet_distance(feats(mean_colour_images(real_a)), f_r)}
   metrics = {
       "num_scenes": n, "views_per_scene": int(real_a.shape[1]), "temperature": temperature,
@@ -115,7 +123,8 @@ def summary_line(m: dict) -> str:
   """One line: the Fréchet distances with their reference points, and the object statistics."""
   fd, o = m["frechet"], m["objects"]
   return (f"Fréchet distance {fd['samples']:.2f} (floor {fd['floor']:.2f}, independent N(0, I) cells "
-          f"{fd['independent_cells']:.2f}, mean colour {fd['mean_colour']:.2f}); opaque coverage "
+          f"{fd['independent_cells']:.2f}, reconstructions {fd['reconstructions']:.2f}, mean colour "
+          f"{fd['mean_colour']:.2f}); opaque coverage "
           f"{o['coverage_samples']:.3f} vs data {o['coverage_data']:.3f}; objects per view "
           f"{o['objects_per_view_samples']:.2f} vs {o['objects_per_view_data']:.2f} (TV {o['count_tv']:.2f}); "
           f"hazy pixels {o['haze_share']:.1%} (fog {o['fog_share']:.1%})")
