@@ -19,8 +19,8 @@ import numpy as np
 from nerf_vae_jax.evaluation import sample_quality
 from nerf_vae_jax.image_metrics import psnr, squared_error_map, ssim
 
-METRICS = ("mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "hazy", "fog", "hazy_objects",
-           "hazy_background", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr", "baseline_mse")
+METRICS = ("mse", "psnr", "object_mse", "background_mse", "ssim", "depth_mae", "mask_iou", "hazy", "fog",
+           "hazy_objects", "hazy_background", "elbo_per_pixel", "iwae_per_pixel", "baseline_psnr", "baseline_mse")
 
 
 def scene_metrics(pred_rgb, pred_depth, pred_acc, scene: dict, num_context: int, held_out: slice) -> dict:
