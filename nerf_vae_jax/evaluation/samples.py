@@ -110,8 +110,7 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
           f"{f['spread_unseen']:.3f} where view 0 does not see, {f['spread_seen']:.3f} where it does "
           f"(ratio {f['diversity_ratio']:.2f}), {f['spread_hidden']:.3f} on objects it does not show "
           f"({f['pixels_hidden']} pixels; ratio {f['hidden_ratio']:.2f}), {f['spread_background']:.3f} on the "
-          f"backdrop  "
-          f"({time.time() - t0:.0f} s)", flush=True)
+          f"backdrop  ({time.time() - t0:.0f} s)", flush=True)
     visualize.save_png(os.path.join(out_dir, "far_side.png"), picture, scale=2)
   with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
     json.dump(metrics, fh, indent=2)
