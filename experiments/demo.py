@@ -37,7 +37,7 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   from nerf_vae_jax import visualize
   from nerf_vae_jax.data import build, source
   from nerf_vae_jax import image_metrics
-  from nerf_vae_jax.evaluation import run, sample_metrics, samples, second_stage
+  from nerf_vae_jax.evaluation import run, sample_metrics, samples, second_stage, uncertainty
   from nerf_vae_jax.train import loop
 
   config = shape_scenes.get_config("tiny")
@@ -86,7 +86,7 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   print(f"  {sample_metrics.summary_line(gen['samples'])}")
   fs = gen["far_side"]
   print(f"  From 1 view, {fs['num_samples']} posterior samples differ {fs['diversity_ratio']:.2f}x as much where "
-        f"the view does not see as where it does, {fs['hidden_ratio']:.2f}x on objects it does not show.")
+        f"the view does not see as where it does; spread {uncertainty.hidden_summary(fs)}.")
   # ---- A prior fitted to the posteriors of training scenes (experiments.fit_prior), sampled the same way.
   print(flush=True)
   second_stage.fit_run(workdir)

@@ -124,6 +124,13 @@ def test_the_data_has_partial_pixels_only_when_pixels_are_split_into_rays():
   assert 0.0 < share < 0.2  # silhouettes cross a few pixels in every view
 
 
+def test_the_hidden_objects_phrase_says_when_there_are_none():
+  none = {"num_scenes": 16, "pixels_hidden": 0, "spread_hidden": float("nan"), "hidden_ratio": float("nan")}
+  assert uncertainty.hidden_summary(none) == "no object hidden from view 0 in these 16 scenes"
+  some = {"num_scenes": 32, "pixels_hidden": 52, "spread_hidden": 0.0233, "hidden_ratio": 0.541}
+  assert uncertainty.hidden_summary(some) == "0.023 on objects it does not show (52 pixels; ratio 0.54)"
+
+
 def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys):
   settings = probe_net.Settings(train_scenes=32, epochs=4, batch_size=32)
   logs = []

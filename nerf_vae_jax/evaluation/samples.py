@@ -108,8 +108,7 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
     f = metrics["far_side"]
     print(f"Far side from 1 view ({f['num_scenes']} scenes, {f['num_samples']} posterior samples): spread "
           f"{f['spread_unseen']:.3f} where view 0 does not see, {f['spread_seen']:.3f} where it does "
-          f"(ratio {f['diversity_ratio']:.2f}), {f['spread_hidden']:.3f} on objects it does not show "
-          f"({f['pixels_hidden']} pixels; ratio {f['hidden_ratio']:.2f}), {f['spread_background']:.3f} on the "
+          f"(ratio {f['diversity_ratio']:.2f}), {uncertainty.hidden_summary(f)}, {f['spread_background']:.3f} on the "
           f"backdrop  ({time.time() - t0:.0f} s)", flush=True)
     visualize.save_png(os.path.join(out_dir, "far_side.png"), picture, scale=2)
   with open(os.path.join(out_dir, "metrics.json"), "w") as fh:

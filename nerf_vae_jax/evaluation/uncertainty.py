@@ -129,3 +129,11 @@ def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: in
   metrics["diversity_ratio"] = metrics["spread_unseen"] / max(metrics["spread_seen"], 1e-12)
   metrics["hidden_ratio"] = metrics["spread_hidden"] / max(metrics["spread_seen"], 1e-12)
   return metrics, visualize.grid(rows) if rows else None
+
+
+def hidden_summary(metrics: dict) -> str:
+  """The spread on objects view 0 does not show, as a phrase (few scenes have such objects: say so when none do)."""
+  if not metrics["pixels_hidden"]:
+    return f"no object hidden from view 0 in these {metrics['num_scenes']} scenes"
+  return (f"{metrics['spread_hidden']:.3f} on objects it does not show ({metrics['pixels_hidden']} pixels; ratio "
+          f"{metrics['hidden_ratio']:.2f})")
