@@ -244,6 +244,12 @@ def test_a_fitted_prior_is_fitted_sampled_and_scored(toy_run):
   b = m["bounds"]
   assert b["iwae_fitted"] >= b["elbo_fitted"] and b["iwae_model"] >= b["elbo_model"]
   assert os.path.exists(os.path.join(out, "prior_samples.png"))
+  # A later call that measures only the far side keeps the sample metrics and the bounds.
+  samples.generate(workdir, step=4, prior="fitted", num_samples=1, num_frames=4, num_pairs=1, num_steps=2,
+                   metric_scenes=0, far_side_scenes=1, bound_scenes=0)
+  with open(os.path.join(out, "metrics.json")) as f:
+    again = json.load(f)
+  assert again["samples"] == m["samples"] and again["bounds"] == m["bounds"] and again["far_side"]["num_scenes"] == 1
   with pytest.raises(errors.UserError, match="No fitted prior for step 2"):
     samples.generate(workdir, step=2, prior="fitted")
 

@@ -111,8 +111,7 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
           f"(ratio {f['diversity_ratio']:.2f}), {uncertainty.hidden_summary(f)}, {f['spread_background']:.3f} on the "
           f"backdrop  ({time.time() - t0:.0f} s)", flush=True)
     visualize.save_png(os.path.join(out_dir, "far_side.png"), picture, scale=2)
-  with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
-    json.dump(metrics, fh, indent=2)
+  _write_keeping_earlier(os.path.join(out_dir, "metrics.json"), metrics)
 
   # ---- Prior samples from an orbit.
   print(f"Rendering {num_samples} prior samples x {num_frames} frames (step {step}) ...", flush=True)
@@ -147,3 +146,18 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
   print(f"Wrote {out_dir}/metrics.json, samples_vs_data.png, far_side.png, prior_samples.png, prior_samples.gif, "
         f"interpolations.png and {html}", flush=True)
   return out_dir
+
+
+def _write_keeping_earlier(path: str, metrics: dict) -> None:
+  """Writes metrics.json, keeping the sections of an earlier one that this call did not measure (a far-side-only
+  call, ``--metric_scenes=0``, must not erase the sample metrics). The folder is the step's, prior's and
+  temperature's, so what is kept is of the same model; each section says how many scenes it used."""
+  if os.path.exists(path):
+    with open(path) as f:
+      earlier = json.load(f)
+    kept = sorted(k for k in earlier if k not in metrics)
+    if kept:
+      print(f"Kept {', '.join(kept)} of the earlier {path} (not measured this time).", flush=True)
+    metrics = {**{k: earlier[k] for k in kept}, **metrics}
+  with open(path, "w") as fh:
+    json.dump(metrics, fh, indent=2)
