@@ -16,6 +16,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common
+from nerf_vae_jax import errors
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import haze_regions, protocol, sample_quality
 from nerf_vae_jax.train import run_dir
@@ -30,6 +31,9 @@ def diagnose(workdir, step, num_scenes, context, rays_per_side, data_dir=None):
   config, model, _, params, step = run_dir.restore_params(workdir, step)
   src = source.SceneSource(config.data.name, "test", data_dir or config.data.data_dir)
   scenes = [src[i] for i in range(min(num_scenes, len(src)))]
+  if "masks" not in scenes[0]:
+    raise errors.UserError(f"{config.data.name} has no object masks, and the haze regions are taken from them; "
+                           "use a dataset with masks (shape_scenes, or a converted one with RGBA frames).")
   _, pred = protocol.evaluate(model, params, scenes, context, seed=config.seed)
   masks = np.stack([s["masks"][protocol.HELD_OUT] for s in scenes])
   print(f"{workdir} step {step}, {len(scenes)} test scenes from {context} views: hazy "
