@@ -197,3 +197,39 @@ def test_top_down_features_are_a_function_of_z0_beside_the_cells():
   for z in (nerf_vae.sample_prior(model, params, jax.random.PRNGKey(1), 4),
             nerf_vae.independent_cells(model, params, jax.random.PRNGKey(1), 4)):
     assert z.shape == (4,) + model.latent_shape
+
+
+def test_a_depth_aware_lift_hands_the_cells_behind_a_views_surface_to_the_prior(tiny_data_dir):
+  # The weight: 1 in front of the predicted surface and through an object's depth, half at the margin, 0 behind.
+  w = nerf_vae.depth_weight(jnp.array([1.0, 3.0, 3.5, 5.0]), 3.0, 1.0)
+  assert float(w[0]) > 0.9999 and float(w[1]) > 0.99 and float(w[2]) == pytest.approx(0.5) and float(w[3]) < 1e-6
+  # A share of the views mixes their Gaussian with p(cells | z0); a bool share is the plain choice.
+  model, params = _small()
+  shape = (1,) + model.latent_shape
+  q = posterior.Posterior(mean=jnp.full(shape, 3.0), scale=jnp.full(shape, 0.1), top_mean=jnp.array([[0.2, 0.1]]),
+                          top_scale=jnp.array([[1e-4, 1e-4]]), seen=jnp.full((1, shape[1]), 0.25))
+  prior_mean, _ = nerf_vae.cell_prior(model, params, q.top_mean)
+  np.testing.assert_allclose(nerf_vae.posterior_latent(model, params, q), 0.25 * 3.0 + 0.75 * prior_mean, rtol=1e-5)
+  np.testing.assert_allclose(nerf_vae.posterior_latent(model, params, q._replace(seen=jnp.ones((1, shape[1])))),
+                             nerf_vae.posterior_latent(model, params, q._replace(seen=jnp.ones((1, shape[1]), bool))))
+  # The model: at initialisation every view vouches for every cell it sees, as without the lift; with the
+  # predicted surface at the near side of the scene, the cells deeper in follow the prior.
+  lifted, lifted_params = _small(depth_lift=True)
+  for name, value in params["params"].items():
+    lifted_params["params"][name] = value
+  scene = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[0]
+  context = batching.context(protocol.context_batch([scene], 1))
+  plain = nerf_vae.infer(model, params, context)
+  head = lifted_params["params"]["depth_head"]
+  start = {**lifted_params["params"], "depth_head": {"kernel": jnp.zeros_like(head["kernel"]),
+                                                     "bias": jnp.full_like(head["bias"], nerf_vae.DEPTH_INIT)}}
+  q0 = nerf_vae.infer(lifted, {"params": start}, context)
+  assert float(jnp.min(jnp.where(plain.seen, q0.seen, 1.0))) > 0.99 and not bool(jnp.any(q0.seen[~plain.seen]))
+  np.testing.assert_allclose(q0.mean, plain.mean, rtol=1e-5, atol=1e-6)
+  near = {**start, "depth_head": {"kernel": start["depth_head"]["kernel"], "bias": jnp.full_like(head["bias"], -20.0)}}
+  q1 = nerf_vae.infer(lifted, {"params": near}, context)
+  assert float(jnp.mean(q1.seen)) < 0.5 * float(jnp.mean(plain.seen))
+  # The depth head learns: the objective's gradient reaches it.
+  grad = jax.grad(lambda p: jnp.sum(nerf_vae.infer(lifted, {"params": p}, context).seen))(start)
+  assert float(jnp.abs(grad["depth_head"]["bias"]).sum()) > 0
+

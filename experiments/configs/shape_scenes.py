@@ -119,6 +119,9 @@ def base() -> config_dict.ConfigDict:
   c.model.top_dim = 64  # hierarchical: size of z0
   c.model.prior_channels = 16  # hierarchical: channels of its encoder's and decoder's 3-D convolutions
   c.model.top_down = 0  # hierarchical: features of z0 per cell that the scene function reads beside the cells
+  # Grid, average: a view vouches for a cell by its depth against the surface the view predicts there; hidden
+  # cells follow the prior ("How far are samples from scenes?").
+  c.model.depth_lift = False
   c.model.dtype = "float32"  # matmul dtype in encoder and MLP: "float32" or "bfloat16"
   c.model.remat_chunks = 0  # >0: rematerialise the scene function over this many ray chunks (memory / C)
 

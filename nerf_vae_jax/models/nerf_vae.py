@@ -63,6 +63,11 @@ class NeRFVAE(nn.Module):
   prior_channels: int = 32
   prior_net: str = "pyramid"  # or "per_cell" (models/priors.py)
   top_down: int = 0  # hierarchical: deterministic features of z0 per cell that the scene function reads too
+  # Grid, average only: each view also predicts a depth per pixel, and vouches for a cell in proportion to
+  # how far the cell lies in front of that depth (``depth_weight``); what no view vouches for follows the
+  # prior. Off: a view vouches for every cell it projects into, hidden or not (RESULTS.md, "How far are
+  # samples from scenes?": from one view, cells far behind an object were nearly as certain as its surface).
+  depth_lift: bool = False
 
   @property
   def _token(self) -> bool:
@@ -88,6 +93,12 @@ class NeRFVAE(nn.Module):
       self.cell_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
       # Zero-initialised: every posterior starts as N(0, I), as with the global head.
       self.cell_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
+      if self.depth_lift:
+        if self.posterior != "average" or self.background_token:
+          raise errors.ConfigError("config.model.depth_lift needs model.posterior=average and no background_token.")
+        # Starts at the far side of the scene's sphere (softplus(1.8546) = 2 radii past its near side): every
+        # cell vouched for (weight >= 0.993), as without the lift, yet not so far that no gradient reaches it.
+        self.depth_head = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.constant(DEPTH_INIT))
       if self._token:  # per view: pooled feature map -> Gaussian parameters of the token
         self.token_hidden = nn.Dense(self.encoder_channels[-1], dtype=self.dtype)
         self.token_head = nn.Dense(2 * self.latent_dim, kernel_init=nn.initializers.zeros)
@@ -130,6 +141,28 @@ class NeRFVAE(nn.Module):
     out = out.reshape((b, k, 2, self.latent_dim))
     return posterior.Posterior(*posterior.COMBINE[self.posterior](out[:, :, 0], out[:, :, 1], mask))
 
+  def _depth_weighted(self, fmaps, intrinsics, cam_to_world, height, width, cells, out, h, depth, seen):
+    """``_infer_grid`` with ``depth_lift``: the views' Gaussians of a cell averaged with weights w [B, K, N]
+    (``depth_weight`` of the cell's depth against the view's predicted surface), and the cells' share of the
+    views, min(sum of w, 1), kept as ``Posterior.seen`` for the blend with the prior."""
+    # The surface's depth per feature pixel, past the near side of the scene's sphere: d = |o| - R + R softplus.
+    raw = self.depth_head(fmaps.astype(jnp.float32))  # [B, K, h, w, 1]
+    near = jnp.linalg.norm(cam_to_world[..., :3, 3], axis=-1) - self.scene_radius  # [B, K]
+    sample = jax.vmap(jax.vmap(lambda r, i, c: grid.lift(r, i, c, height, width, cells)[0]))
+    surface = near[..., None] + self.scene_radius * jax.nn.softplus(sample(raw, intrinsics, cam_to_world)[..., 0])
+    w = seen * depth_weight(depth, surface, self.scene_radius)  # [B, K, N]
+    total = jnp.sum(w, axis=1)  # [B, N]
+    mu, raw_scale = jnp.split(out, 2, axis=-1)
+    norm = w / jnp.maximum(total, 1e-6)[:, None]  # the views' weighted average, before the blend
+    mean, scale = posterior.average(mu, raw_scale, norm)
+    share = jnp.minimum(total, 1.0)
+    if not self.hierarchical:  # blended with N(0, I) here; the hierarchical prior blends in _cells_given_top
+      return posterior.Posterior(share[..., None] * mean, share[..., None] * scale + (1.0 - share[..., None]))
+    feats = posterior.masked_mean(h.astype(jnp.float32), seen)
+    seen_any = jnp.any(seen, axis=1)
+    top_mean, top_raw = self.top_encoder(feats, seen_any)
+    return posterior.Posterior(mean, scale, top_mean, posterior.to_scale(top_raw), share)
+
   def _infer_grid(self, fmaps, intrinsics, cam_to_world, mask, height: int, width: int):
     """Per-view Gaussians of every grid cell a view sees, combined over the views that see it."""
     cells = grid.cell_centres(self.grid_size, self.scene_radius)
@@ -141,6 +174,8 @@ class NeRFVAE(nn.Module):
     h = nn.swish(self.cell_hidden(jnp.concatenate([feats, where], axis=-1).astype(self.dtype)))
     out = self.cell_head(h).astype(jnp.float32)  # [B, K, N, 2D]
     seen = mask[:, :, None] & visible  # [B, K, N]
+    if self.depth_lift:
+      return self._depth_weighted(fmaps, intrinsics, cam_to_world, height, width, cells, out, h, depth, seen)
     if self._token:
       pooled = jnp.mean(fmaps, axis=(2, 3)).astype(self.dtype)  # [B, K, C]
       token = self.token_head(nn.swish(self.token_hidden(pooled))).astype(jnp.float32)
@@ -217,7 +252,7 @@ class NeRFVAE(nn.Module):
     z = q.mean
     if self.hierarchical:  # creates the prior's parameters
       prior_mean, _, top_down = self.cell_prior(q.top_mean)
-      z = with_top_down(jnp.where(q.seen[..., None], z, prior_mean), top_down)
+      z = with_top_down(blend(q.seen[..., None], z, prior_mean), top_down)
     return self.render_rays(z, origins, directions, key)
 
 
@@ -233,6 +268,24 @@ def from_config(config, scene_radius: float) -> NeRFVAE:
   fields = {k: v for k, v in config.items() if k != "dtype"}
   fields["encoder_channels"] = tuple(fields["encoder_channels"])
   return NeRFVAE(scene_radius=scene_radius, dtype=dtype, **fields)
+
+
+DEPTH_INIT = 1.8546  # log(e^2 - 1): the depth head's bias at initialisation
+DEPTH_MARGIN = 0.5  # scene radii past the predicted surface that a view still vouches for (objects' depth)
+DEPTH_SOFTNESS = 0.1  # scene radii over which its weight falls from 1 to 0
+
+
+def depth_weight(depth, surface, scene_radius: float):
+  """How much a view vouches for cells at ``depth`` along its axis, given the surface it predicts there: 1 in
+  front of the surface and through an object's depth (``DEPTH_MARGIN``), falling to 0 behind it."""
+  return jax.nn.sigmoid((surface + DEPTH_MARGIN * scene_radius - depth) / (DEPTH_SOFTNESS * scene_radius))
+
+
+def blend(seen, views, prior):
+  """The cells' Gaussian parameter: the views' where they see (bool ``seen``), or mixed by their share."""
+  if seen.dtype == jnp.bool_:
+    return jnp.where(seen, views, prior)
+  return seen * views + (1.0 - seen) * prior
 
 
 def infer(model: NeRFVAE, params, context: dict) -> posterior.Posterior:
@@ -268,7 +321,7 @@ def _cells_given_top(model: NeRFVAE, params, q: posterior.Posterior, top):
     mean, scale = posterior.product_with(q.mean, q.scale, prior_mean, prior_scale)
   else:
     mean, scale = q.mean, q.scale
-  return (jnp.where(seen, mean, prior_mean), jnp.where(seen, scale, prior_scale)), (prior_mean, prior_scale), top_down
+  return (blend(seen, mean, prior_mean), blend(seen, scale, prior_scale)), (prior_mean, prior_scale), top_down
 
 
 def log_prior(model: NeRFVAE, params, z, top=None, cells_given_top=None):
