@@ -31,9 +31,9 @@ def regions(acc: np.ndarray, masks: np.ndarray) -> dict:
   Returns {region: {"pixels": share of all pixels, "hazy": share of the region's pixels that are hazy,
   "hazy_of_all": share of all pixels that are hazy and in the region}} (shares of 0 where a region is empty).
   """
-  acc, fg = np.asarray(acc), np.asarray(masks) > 0
+  fg = np.asarray(masks) > 0
   near_fg, near_bg = sample_quality.dilate(fg), sample_quality.dilate(~fg)
-  hazy = (acc > sample_quality.HAZE[0]) & (acc < sample_quality.HAZE[1])
+  hazy = sample_quality.hazy(acc)
   parts = {"object_interior": fg & ~near_bg, "inner_edge": fg & near_bg, "outer_edge": ~fg & near_fg,
            "far_backdrop": ~near_fg}
   return {name: {"pixels": float(r.mean()), "hazy": float(hazy[r].mean()) if r.any() else 0.0,
@@ -51,4 +51,4 @@ def partial_coverage(spec_name: str, split: str, num_scenes: int, rays_per_side:
   t, _ = raytracer.primary_hits(scenes, height=spec.height * f, width=spec.width * f)
   hit = np.isfinite(np.asarray(t))
   coverage = hit.reshape(hit.shape[:-2] + (spec.height, f, spec.width, f)).mean(axis=(-3, -1))
-  return float(np.mean((coverage > sample_quality.HAZE[0]) & (coverage < sample_quality.HAZE[1])))
+  return float(np.mean(sample_quality.hazy(coverage)))

@@ -83,10 +83,15 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
   return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
+def hazy(acc: np.ndarray) -> np.ndarray:
+  """bool, the shape of ``acc``: whether each rendered opacity (or coverage) lies in (0.1, 0.9)."""
+  acc = np.asarray(acc)
+  return (acc > HAZE[0]) & (acc < HAZE[1])
+
+
 def haze_share(acc: np.ndarray) -> float:
   """The share of pixels whose rendered opacity lies in (0.1, 0.9)."""
-  acc = np.asarray(acc)
-  return float(np.mean((acc > HAZE[0]) & (acc < HAZE[1])))
+  return float(np.mean(hazy(acc)))
 
 
 def dilate(mask: np.ndarray) -> np.ndarray:
@@ -103,8 +108,7 @@ def dilate(mask: np.ndarray) -> np.ndarray:
 def fog_share(acc: np.ndarray) -> float:
   """The share of pixels that are hazy (``haze_share``) with no opaque pixel (> ``OPAQUE``) in their 3x3
   neighbourhood, of rendered opacities [..., H, W]."""
-  acc = np.asarray(acc)
-  return float(np.mean((acc > HAZE[0]) & (acc < HAZE[1]) & ~dilate(acc > OPAQUE)))
+  return float(np.mean(hazy(acc) & ~dilate(np.asarray(acc) > OPAQUE)))
 
 
 def object_statistics(opaque: np.ndarray) -> dict:

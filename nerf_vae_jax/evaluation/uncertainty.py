@@ -119,11 +119,11 @@ def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: in
                      visualize.to_uint8(np.repeat((spread / peak)[..., None], 3, -1)),
                      visualize.mask_to_rgb(seen.astype(np.uint8) + obj.astype(np.uint8) + 2 * hidden)])
   cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)
-  mean = lambda x: float(x.mean()) if x.size else float("nan")
+  average = lambda x: float(x.mean()) if x.size else float("nan")
   seen_px, unseen_px, hidden_px = cat(spread_seen), cat(spread_unseen), cat(spread_hidden)
-  metrics = {"num_scenes": len(scenes), "num_samples": num_samples,
-             "spread_seen": mean(seen_px), "spread_unseen": mean(unseen_px), "spread_hidden": mean(hidden_px),
-             "spread_background": mean(cat(spread_back)),
+  metrics = {"num_scenes": len(scenes), "num_samples": num_samples, "spread_seen": average(seen_px),
+             "spread_unseen": average(unseen_px), "spread_hidden": average(hidden_px),
+             "spread_background": average(cat(spread_back)),
              "pixels_seen": int(seen_px.size), "pixels_unseen": int(unseen_px.size),
              "pixels_hidden": int(hidden_px.size)}
   metrics["diversity_ratio"] = metrics["spread_unseen"] / max(metrics["spread_seen"], 1e-12)

@@ -141,23 +141,20 @@ class NeRFVAE(nn.Module):
     out = out.reshape((b, k, 2, self.latent_dim))
     return posterior.Posterior(*posterior.COMBINE[self.posterior](out[:, :, 0], out[:, :, 1], mask))
 
-  def _depth_weighted(self, fmaps, intrinsics, cam_to_world, height, width, cells, out, h, depth, seen):
+  def _depth_weighted(self, surface_raw, cam_to_world, out, h, depth, seen):
     """``_infer_grid`` with ``depth_lift``: the views' Gaussians of a cell averaged with weights w [B, K, N]
-    (``depth_weight`` of the cell's depth against the view's predicted surface), and the cells' share of the
-    views, min(sum of w, 1), kept as ``Posterior.seen`` for the blend with the prior."""
-    # The surface's depth per feature pixel, past the near side of the scene's sphere: d = |o| - R + R softplus.
-    raw = self.depth_head(fmaps.astype(jnp.float32))  # [B, K, h, w, 1]
+    (``depth_weight`` of the cell's depth against the view's predicted surface, whose raw value at the cell is
+    ``surface_raw`` [B, K, N]), and the cells' share of the views, min(sum of w, 1), blended with the prior."""
+    # The surface's depth past the near side of the scene's sphere: d = |o| - R + R softplus(raw).
     near = jnp.linalg.norm(cam_to_world[..., :3, 3], axis=-1) - self.scene_radius  # [B, K]
-    sample = jax.vmap(jax.vmap(lambda r, i, c: grid.lift(r, i, c, height, width, cells)[0]))
-    surface = near[..., None] + self.scene_radius * jax.nn.softplus(sample(raw, intrinsics, cam_to_world)[..., 0])
+    surface = near[..., None] + self.scene_radius * jax.nn.softplus(surface_raw)
     w = seen * depth_weight(depth, surface, self.scene_radius)  # [B, K, N]
     total = jnp.sum(w, axis=1)  # [B, N]
     mu, raw_scale = jnp.split(out, 2, axis=-1)
-    norm = w / jnp.maximum(total, 1e-6)[:, None]  # the views' weighted average, before the blend
-    mean, scale = posterior.average(mu, raw_scale, norm)
+    mean, scale = posterior.average(mu, raw_scale, w / jnp.maximum(total, 1e-6)[:, None])  # before the blend
     share = jnp.minimum(total, 1.0)
     if not self.hierarchical:  # blended with N(0, I) here; the hierarchical prior blends in _cells_given_top
-      return posterior.Posterior(share[..., None] * mean, share[..., None] * scale + (1.0 - share[..., None]))
+      return posterior.Posterior(blend(share[..., None], mean, 0.0), blend(share[..., None], scale, 1.0))
     feats = posterior.masked_mean(h.astype(jnp.float32), seen)
     seen_any = jnp.any(seen, axis=1)
     top_mean, top_raw = self.top_encoder(feats, seen_any)
@@ -167,7 +164,12 @@ class NeRFVAE(nn.Module):
     """Per-view Gaussians of every grid cell a view sees, combined over the views that see it."""
     cells = grid.cell_centres(self.grid_size, self.scene_radius)
     lift = jax.vmap(jax.vmap(grid.lift, (0, 0, 0, None, None, None)), (0, 0, 0, None, None, None))
-    feats, cam_dir, depth, visible = lift(fmaps, intrinsics, cam_to_world, height, width, cells)  # [B, K, N, ...]
+    maps = fmaps
+    if self.depth_lift:  # the predicted surface rides along as one more channel, read at each cell by the same lift
+      maps = jnp.concatenate([fmaps, self.depth_head(fmaps.astype(jnp.float32)).astype(fmaps.dtype)], axis=-1)
+    feats, cam_dir, depth, visible = lift(maps, intrinsics, cam_to_world, height, width, cells)  # [B, K, N, ...]
+    if self.depth_lift:
+      feats, surface_raw = feats[..., :-1], feats[..., -1]
     # Only camera-frame quantities: what a view says about a cell depends on
     # where the cell is relative to the camera, not on world coordinates.
     where = jnp.concatenate([cam_dir, (depth / self.scene_radius)[..., None]], axis=-1)
@@ -175,7 +177,7 @@ class NeRFVAE(nn.Module):
     out = self.cell_head(h).astype(jnp.float32)  # [B, K, N, 2D]
     seen = mask[:, :, None] & visible  # [B, K, N]
     if self.depth_lift:
-      return self._depth_weighted(fmaps, intrinsics, cam_to_world, height, width, cells, out, h, depth, seen)
+      return self._depth_weighted(surface_raw, cam_to_world, out, h, depth, seen)
     if self._token:
       pooled = jnp.mean(fmaps, axis=(2, 3)).astype(self.dtype)  # [B, K, C]
       token = self.token_head(nn.swish(self.token_hidden(pooled))).astype(jnp.float32)
