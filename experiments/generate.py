@@ -2,7 +2,7 @@
 open, and interpolates between test scenes (nerf_vae_jax/evaluation/samples.py).
 
   python -m experiments.generate --workdir=DIR [--step=N] [--num_samples=16] [--metric_scenes=128]
-      [--prior=fitted]
+      [--prior=fitted|transformer]
 """
 
 import sys
@@ -22,10 +22,11 @@ flags.DEFINE_integer("metric_scenes", 128, "Scenes per set of the sample metrics
 flags.DEFINE_integer("far_side_scenes", 32, "Test scenes of the far-side spread from 1 view (0: none).")
 flags.DEFINE_float("temperature", 1.0, "Scales the prior samples' noise at every level (1: the prior itself); "
                    "another value writes eval/STEP/generate_t<T>/.")
-flags.DEFINE_enum("prior", "model", ["model", "fitted"], "Sample the model's prior, or the run's fitted "
-                  "second-stage prior (python -m experiments.fit_prior first; writes eval/STEP/generate_fitted/ "
+flags.DEFINE_enum("prior", "model", ["model", "fitted", "transformer"], "Sample the model's prior, or one of the "
+                  "run's second-stage priors (python -m experiments.fit_prior [--kind=transformer] first; writes "
+                  "eval/STEP/generate_<prior>/ "
                   "with the held-out bounds under both priors).")
-flags.DEFINE_integer("bound_scenes", 64, "With --prior=fitted: test scenes of the held-out bounds (0: none).")
+flags.DEFINE_integer("bound_scenes", 64, "With a second-stage prior: test scenes of the held-out bounds (0: none).")
 FLAGS = flags.FLAGS
 
 

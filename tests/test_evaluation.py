@@ -254,6 +254,31 @@ def test_a_fitted_prior_is_fitted_sampled_and_scored(toy_run):
     samples.generate(workdir, step=2, prior="fitted")
 
 
+def test_a_cell_transformer_is_fitted_sampled_and_scored(toy_run):
+  """fit_prior --kind=transformer then generate --prior=transformer: saved beside the Gaussian's file, scored
+  against the Gaussian on the same held-out latents, its samples measured and its bounds bounds."""
+  from nerf_vae_jax.evaluation import samples, second_stage
+  from nerf_vae_jax import errors
+  _, _, workdir = toy_run
+  with pytest.raises(errors.UserError, match="No transformer prior for step 4.*--kind=transformer"):
+    samples.generate(workdir, step=4, prior="transformer")
+  with pytest.raises(errors.UserError, match="at least 16"):
+    second_stage.fit_run(workdir, step=4, num_scenes=8, kind="transformer")
+  logs = []
+  path = second_stage.fit_run(workdir, step=4, num_scenes=64, steps=20, kind="transformer", log=logs.append)
+  assert path == os.path.join(workdir, "fitted_prior", "4_transformer.npz")
+  assert "against" in logs[-1] and "Gaussian fitted to the same latents" in logs[-1]
+  out = samples.generate(workdir, step=4, prior="transformer", num_samples=2, num_frames=4, num_pairs=1,
+                         num_steps=2, metric_scenes=4, far_side_scenes=0, bound_scenes=4)
+  assert out.endswith(os.path.join("eval", "4", "generate_transformer"))
+  with open(os.path.join(out, "metrics.json")) as f:
+    m = json.load(f)
+  assert m["samples"]["prior"] == "transformer" and m["fitted_prior"]["steps"] == 20
+  assert m["fitted_prior"]["held_out_nats"] <= m["fitted_prior"]["held_out_nats_at_init"]
+  b = m["bounds"]
+  assert np.isfinite(b["iwae_fitted"]) and b["iwae_fitted"] >= b["elbo_fitted"]
+
+
 def test_the_reconstructions_reference_is_the_sample_scenes_posteriors(toy_run):
   """A "prior" that draws exactly the posteriors of the scenes whose cameras the samples are seen from
   scores the reconstructions' Fréchet distance and object statistics."""

@@ -2,7 +2,7 @@
 interpolations between test scenes (``experiments.generate``).
 
   python -m experiments.generate --workdir=DIR [--step=N] [--num_samples=16] [--metric_scenes=128]
-      [--prior=fitted]   (the run's second-stage prior, after experiments.fit_prior: generate_fitted/)
+      [--prior=fitted|transformer]   (a second-stage prior, after experiments.fit_prior: generate_<prior>/)
 
 Writes DIR/eval/<step>/generate/:
   metrics.json        sample quality (``sample_metrics``: Fréchet distances in the probe's features with
@@ -48,20 +48,21 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
   ``far_side_scenes``: test scenes of the far-side spread (0: none);
   ``temperature``: of the prior samples (1: the prior itself; ``nerf_vae.sample_prior``).
   A temperature other than 1 writes to generate_t<T>/, so the prior's own metrics are never replaced.
-  ``prior``: "model" (the model's own) or "fitted" (the run's second-stage prior, ``second_stage.py``: fitted
-  by ``experiments.fit_prior``); "fitted" writes to generate_fitted/ and also estimates the held-out bounds
+  ``prior``: "model" (the model's own), or a second-stage prior (``second_stage.KINDS``: "fitted", the
+  Gaussian, or "transformer"; fitted by ``experiments.fit_prior``), which writes to generate_<prior>/ and
+  also estimates the held-out bounds
   of ``bound_scenes`` test scenes under both priors.
   """
-  if prior not in ("model", "fitted"):
-    raise errors.UserError(f"--prior={prior!r}; choose model or fitted.")
+  if prior not in ("model",) + second_stage.KINDS:
+    raise errors.UserError(f"--prior={prior!r}; choose model, {' or '.join(second_stage.KINDS)}.")
   if num_samples < 1 or num_frames < 4 or num_steps < 2:
     raise errors.UserError("Need --num_samples >= 1, --num_frames >= 4 and --num_steps >= 2.")
   config, model, spec, params, step = run_dir.restore_params(workdir, step)
   data_dir = data_dir or config.data.data_dir
   draw, metrics = nerf_vae.sample_prior, {"step": step, "workdir": os.path.abspath(workdir), "prior": prior}
-  if prior == "fitted":
+  if prior != "model":
     second_stage.check_model(model)
-    fitted, metrics["fitted_prior"] = second_stage.load(workdir, step)
+    fitted, metrics["fitted_prior"] = second_stage.load(workdir, step, prior)
     draw = second_stage.sampler(model, fitted)
   out_dir = os.path.join(workdir, "eval", str(step), "generate" + ("" if prior == "model" else f"_{prior}")
                          + ("" if temperature == 1 else f"_t{temperature:g}"))
@@ -89,14 +90,14 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
         [[renders["real"][i, 0] for i in range(cols)], view(renders["samples"]["rgb"]),
          view(renders["independent"]["rgb"])]), scale=2)
 
-  # ---- The held-out bounds under the fitted prior, beside the model's own (the same samples and rays).
-  if prior == "fitted" and bound_scenes:
+  # ---- The held-out bounds under the second-stage prior, beside the model's own (the same samples and rays).
+  if prior != "model" and bound_scenes:
     t0 = time.time()
     settings = protocol.Settings(num_samples=config.eval.iwae_samples, likelihood_scale=config.loss.likelihood_scale,
                                  chunk=config.eval.chunk)
     b = metrics["bounds"] = second_stage.bounds(model, params, fitted, [src[i] for i in range(min(bound_scenes,
                                                                                                 len(src)))], settings)
-    print(f"Held-out bounds from 4 views, nats per pixel: IWAE {b['iwae_fitted']:.3f} with the fitted prior, "
+    print(f"Held-out bounds from 4 views, nats per pixel: IWAE {b['iwae_fitted']:.3f} with the {prior} prior, "
           f"{b['iwae_model']:.3f} with the model's; ELBO {b['elbo_fitted']:.3f} and {b['elbo_model']:.3f}  "
           f"({time.time() - t0:.0f} s)", flush=True)
 

@@ -1,15 +1,19 @@
-"""A run's second-stage prior (``models/fitted_prior.py``): fitted to its posteriors of training scenes,
-sampled in place of the model's prior, and scored by the held-out bounds under either prior.
+"""A run's second-stage prior, fitted to its posteriors of training scenes, sampled in place of the model's
+prior, and scored by the held-out bounds under either prior. Two kinds:
 
-  python -m experiments.fit_prior --workdir=RUN [--num_scenes=2048] [--rank=128]
-  python -m experiments.generate --workdir=RUN --prior=fitted
+  fitted       a Gaussian, low rank plus diagonal (``models/fitted_prior.py``)
+  transformer  a causal transformer over the cells, a mixture of Gaussians per
+               cell given the cells before it (``models/cell_transformer.py``)
+
+  python -m experiments.fit_prior --workdir=RUN [--kind=fitted|transformer] [--num_scenes=N]
+  python -m experiments.generate --workdir=RUN --prior=fitted|transformer
 
 ``fit_run`` encodes training scenes from their 4 context views, draws one
 latent z ~ q(z | views) per scene (the cells; with the hierarchical prior
 z0 ~ q(z0) first), fits p2 to them and saves it beside the checkpoints
-(RUN/fitted_prior/STEP.npz). ``bounds`` estimates the held-out ELBO and IWAE
-bound of test scenes under the model's prior and under p2, from the same
-posterior samples and rays: with p2, the weights are
+(RUN/fitted_prior/STEP.npz, or STEP_transformer.npz). ``bounds`` estimates the
+held-out ELBO and IWAE bound of test scenes under the model's prior and under
+p2, from the same posterior samples and rays: with p2, the weights are
 
   log p(x | z) + log p2(cells) + log N(z0; 0, I) - log q(z0, cells | views),
 
@@ -31,12 +35,27 @@ import numpy as np
 from nerf_vae_jax import errors, sharding
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import protocol
-from nerf_vae_jax.models import fitted_prior, nerf_vae, objectives, ray_sampling
+from nerf_vae_jax.models import cell_transformer, fitted_prior, nerf_vae, objectives, ray_sampling
 from nerf_vae_jax.train import run_dir
 
 
-def path_of(workdir: str, step: int) -> str:
-  return os.path.join(workdir, "fitted_prior", f"{step}.npz")
+KINDS = ("fitted", "transformer")
+
+
+def path_of(workdir: str, step: int, kind: str = "fitted") -> str:
+  return os.path.join(workdir, "fitted_prior", f"{step}.npz" if kind == "fitted" else f"{step}_{kind}.npz")
+
+
+def _module(kind: str):
+  if kind not in KINDS:
+    raise errors.UserError(f"Unknown second-stage prior {kind!r}; choose one of {', '.join(KINDS)}.")
+  return fitted_prior if kind == "fitted" else cell_transformer
+
+
+def log_prob(prior, z):
+  """log p2(z) [B] of latents z [B, *latent_shape], either kind."""
+  module = cell_transformer if isinstance(prior, cell_transformer.CellTransformer) else fitted_prior
+  return module.log_prob(prior, z)
 
 
 def check_model(model) -> None:
@@ -73,43 +92,71 @@ def posterior_latents(model, params, scene, num_scenes: int, batch_size: int = 3
   return np.concatenate(out)
 
 
-def fit_run(workdir: str, step: int | None = None, num_scenes: int = 2048, rank: int = 128,
-            data_dir: str | None = None, log=print) -> str:
-  """Fits and saves the run's second-stage prior; returns its path."""
+def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None, rank: int = 128,
+            data_dir: str | None = None, log=print, kind: str = "fitted", steps: int = 1000) -> str:
+  """Fits and saves the run's second-stage prior; returns its path.
+
+  ``num_scenes``: training scenes (default 2,048 for the Gaussian, 8,192 for the transformer, which has more to
+  learn); ``rank``: the Gaussian's factors; ``steps``: the transformer's training steps."""
+  _module(kind)  # a bad kind fails before the encoding
   config, model, spec, params, step = run_dir.restore_params(workdir, step)
   check_model(model)
   src = source.SceneSource(config.data.name, "train", data_dir or config.data.data_dir)
-  num_scenes = min(num_scenes, len(src))
-  if rank >= num_scenes:
+  num_scenes = min(num_scenes or (2048 if kind == "fitted" else 8192), len(src))
+  if kind == "fitted" and rank >= num_scenes:
     raise errors.UserError(f"--rank={rank} needs more than {rank} training scenes (--num_scenes={num_scenes}).")
-  log(f"Fitting a rank-{rank} Gaussian to the posteriors of {num_scenes} training scenes (step {step}) ...")
+  held_out = min(256, num_scenes // 8)  # the transformer's: they choose its best point
+  if kind == "transformer" and held_out < 2:
+    raise errors.UserError(f"The transformer keeps an eighth of its --num_scenes={num_scenes} out to choose its "
+                           "best point; give it at least 16.")
+  what = f"a rank-{rank} Gaussian" if kind == "fitted" else f"a cell transformer ({steps} steps)"
+  log(f"Fitting {what} to the posteriors of {num_scenes} training scenes (step {step}) ...")
   t0 = time.time()
   z = posterior_latents(model, params, src.__getitem__, num_scenes, log=log)
-  prior = fitted_prior.fit(z, rank)
-  share = fitted_prior.explained_variance(prior)
-  path = path_of(workdir, step)
+  path = path_of(workdir, step, kind)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share)
-  log(f"Saved {path}: {z.shape[1]} numbers per latent, the {rank} factors carry {share:.1%} of the variance "
+  if kind == "fitted":
+    prior = fitted_prior.fit(z, rank)
+    share = fitted_prior.explained_variance(prior)
+    fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share)
+    log(f"Saved {path}: {z.shape[1]} numbers per latent, the {rank} factors carry {share:.1%} of the variance "
+        f"({time.time() - t0:.0f} s).")
+    return path
+  cells = z.reshape((len(z), -1, model.latent_dim))
+  prior, info = cell_transformer.fit(cells, steps=steps, held_out=held_out, log=log)
+  # The Gaussian on the same split, for scale: held-out nats per number of both.
+  rank = min(rank, num_scenes - held_out - 1)
+  gaussian = fitted_prior.fit(z[:-held_out], rank)
+  info["gaussian_held_out_nats"] = -float(jnp.mean(fitted_prior.log_prob(gaussian, jnp.asarray(z[-held_out:])))
+                                          ) / z.shape[1]
+  cell_transformer.save(path, prior, step=step, num_scenes=num_scenes, **info)
+  log(f"Saved {path}: held-out {info['held_out_nats']:.4f} nats per number, against "
+      f"{info['gaussian_held_out_nats']:.4f} for a rank-{rank} Gaussian fitted to the same latents "
       f"({time.time() - t0:.0f} s).")
   return path
 
 
-def load(workdir: str, step: int):
-  path = path_of(workdir, step)
+def load(workdir: str, step: int, kind: str = "fitted"):
+  path = path_of(workdir, step, kind)
   if not os.path.exists(path):
-    raise errors.UserError(f"No fitted prior for step {step} at {path}: run `python -m experiments.fit_prior "
-                           f"--workdir={workdir} --step={step}` first.")
-  return fitted_prior.load(path)
+    raise errors.UserError(f"No {kind} prior for step {step} at {path}: run `python -m experiments.fit_prior "
+                           f"--workdir={workdir} --step={step}{'' if kind == 'fitted' else ' --kind=' + kind}` "
+                           "first.")
+  return _module(kind).load(path)
 
 
-def sampler(model, prior: fitted_prior.FittedPrior):
-  """``nerf_vae.sample_prior``'s signature, drawing from p2: (model, params, key, num, temperature) ->
-  latents [num, *latent_shape] (temperature scales the deviation from the mean)."""
+def sampler(model, prior):
+  """``nerf_vae.sample_prior``'s signature, drawing from p2 (either kind): (model, params, key, num,
+  temperature) -> latents [num, *latent_shape] (temperature scales the deviation from the mean, or each cell's
+  noise)."""
+  if isinstance(prior, cell_transformer.CellTransformer):
+    draw = jax.jit(cell_transformer.sample, static_argnums=2)
+  else:
+    draw = lambda p, key, num, temperature: p.mean + temperature * (fitted_prior.sample(p, key, num) - p.mean)
+
   def sample_prior(model_, params, key, num, temperature=1.0):
     del model_, params
-    z = prior.mean + temperature * (fitted_prior.sample(prior, key, num) - prior.mean)
-    return z.reshape((num,) + model.latent_shape)
+    return draw(prior, key, num, temperature).reshape((num,) + model.latent_shape)
   return sample_prior
 
 
@@ -122,7 +169,7 @@ def _bounds_batch(model, params, prior, batch, settings: protocol.Settings, key)
   ll, s = objectives.posterior_draws(model, params, q, rays, k_z, num_samples=settings.num_samples,
                                     likelihood_scale=settings.likelihood_scale)
   ratio = s.log_ratio
-  fitted_ratio = s.log_top_prior + jax.vmap(functools.partial(fitted_prior.log_prob, prior))(s.z) - s.log_q
+  fitted_ratio = s.log_top_prior + jax.vmap(functools.partial(log_prob, prior))(s.z) - s.log_q
   pixels = batch["target_images"].shape[1] * batch["target_images"].shape[2] * batch["target_images"].shape[3]
   return {"elbo_model": jnp.mean(ll + ratio, 0) / pixels, "iwae_model": objectives.iwae(ll, ratio) / pixels,
           "elbo_fitted": jnp.mean(ll + fitted_ratio, 0) / pixels,
