@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import traceback
@@ -63,3 +64,15 @@ def run(fn, /, **kwargs) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0
+
+
+def host_devices(cores: int | None = None, batch: int = 8) -> int:
+  """Host devices to split a CPU into: one per core (default: this process's cores), rounded down to a
+  power of two that divides ``batch`` (the tiny config's global batch of 8 scenes must divide by the device
+  count). On 2 cores, 2 devices step fastest (BENCHMARKS.md, "make demo on the CPU")."""
+  if cores is None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  n = 1
+  while n * 2 <= cores and batch % (n * 2) == 0:
+    n *= 2
+  return n

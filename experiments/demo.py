@@ -118,7 +118,9 @@ def main(argv):
 
 if __name__ == "__main__":
   # On the CPU, XLA runs one device's program with limited parallelism; the
-  # same step split over 8 host "devices" (data parallel, 1 scene each) is
-  # 1.6x faster on 2 cores (BENCHMARKS.md). Set before JAX starts.
-  os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+  # same step split over one host "device" per core (data parallel) is
+  # faster: on 2 cores, 2 devices step in 320 ms, 8 in 358 ms and 1 in about
+  # 1.5x that (BENCHMARKS.md). Set before JAX starts.
+  from experiments import common
+  os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={common.host_devices()}")
   app.run(main)

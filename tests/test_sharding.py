@@ -31,3 +31,10 @@ def test_global_batch_splits_rows_over_devices_and_keeps_values():
     shards = sorted(out[k].addressable_shards, key=lambda s: s.index[0].start)
     assert [s.data.shape[0] for s in shards] == [4, 4]  # rows 0-3 on one device, 4-7 on the other
     np.testing.assert_array_equal(np.asarray(shards[1].data), local[k][4:])
+
+
+def test_host_devices_one_per_core_dividing_the_batch():
+  from experiments import common
+  assert [common.host_devices(c) for c in (1, 2, 3, 4, 6, 8, 16)] == [1, 2, 2, 4, 4, 8, 8]
+  assert common.host_devices(16, batch=12) == 4 and common.host_devices(2, batch=3) == 1
+  assert 8 % common.host_devices() == 0 and common.host_devices() >= 1
