@@ -292,6 +292,31 @@ def test_the_reconstructions_reference_is_the_sample_scenes_posteriors(toy_run):
   assert "reconstructions" in sample_metrics.summary_line(m)
 
 
+def test_a_second_prior_is_scored_against_the_same_references_without_rendering_them_again(toy_run, monkeypatch):
+  from nerf_vae_jax.evaluation import probe_net, sample_metrics
+  _, data_dir, workdir = toy_run
+  _, model, _, params, _ = run_dir.restore_params(workdir, 4)
+  src = source.SceneSource("shape_scenes/tiny", "test", data_dir)
+  probe = probe_net.load_or_train("shape_scenes/tiny", data_dir, log=lambda *a: None)
+  renders = []
+  render = sample_metrics.render_latents
+  monkeypatch.setattr(sample_metrics, "render_latents", lambda *a, **k: renders.append(1) or render(*a, **k))
+  zeros = lambda model_, params_, key, num, temperature=1.0: np.zeros((num,) + model.latent_shape, np.float32)
+  score = lambda **kw: sample_metrics.measure(model, params, src, probe, num_scenes=2, **kw)[0]["frechet"]
+  # Per call: the samples, the reconstructions, and independent cells unless they are the model's own samples.
+  per_call = 3 if model.hierarchical else 2
+  alone, refs = score(), {}
+  first = score(references=refs)
+  assert len(renders) == 2 * per_call and first == alone
+  second = score(references=refs, sample_prior=zeros, prior_name="zeros")
+  assert len(renders) == 2 * per_call + 1  # only the new samples
+  assert {k: v for k, v in second.items() if k != "samples"} == {k: v for k, v in first.items() if k != "samples"}
+  assert second["samples"] != first["samples"]
+  # Another seed draws other reference sets: they are rendered again.
+  score(references=refs, seed=1)
+  assert len(renders) == 3 * per_call + 1 and refs["key"] == (2, 1)
+
+
 def test_evaluate_bad_input_is_a_clear_error(toy_run, tmp_path):
   e, data_dir, workdir = toy_run
   r = _cmd(e, "experiments.evaluate", f"--workdir={tmp_path}")

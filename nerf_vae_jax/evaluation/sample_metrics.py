@@ -71,7 +71,8 @@ def mean_colour_images(images: np.ndarray) -> np.ndarray:
 
 
 def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, chunk: int = 4096,
-            temperature: float = 1.0, sample_prior=nerf_vae.sample_prior, prior_name: str | None = None):
+            temperature: float = 1.0, sample_prior=nerf_vae.sample_prior, prior_name: str | None = None,
+            references: dict | None = None):
   """The sample metrics of a model (see the module's docstring).
 
   Args:
@@ -80,6 +81,9 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
     num_scenes: N, the scenes per set (at most half the split).
     sample_prior: draws the samples (``nerf_vae.sample_prior``'s signature), e.g. a fitted prior's
       (``second_stage.sampler``), named ``prior_name`` in the metrics.
+    references: a dict that keeps the reference sets (independent cells, reconstructions) between calls on
+      the same model and params, so that scoring a second prior does not render them again (``{}`` at first;
+      the caller keys it by run and step). They depend on the scenes per set and the seed, which are checked.
 
   Returns:
     (metrics: a JSON-able dict, renders: {"samples": rgb/acc, "independent": rgb/acc, "real": uint8 images of A}).
@@ -93,21 +97,28 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
   render = functools.partial(render_latents, model, params, intrinsics=intr, cam_to_world=c2w, height=h, width=w,
                              chunk=chunk)
   samples = render(np.asarray(sample_prior(model, params, k_samples, n, temperature)))
-  if model.hierarchical or sample_prior is not nerf_vae.sample_prior:
-    independent = render(np.asarray(nerf_vae.independent_cells(model, params, k_independent, n)))
-  else:  # the independent prior's own samples
-    independent = samples
-  posteriors = second_stage.posterior_latents(model, params, a.__getitem__, n, seed=seed, log=lambda _: None)
-  reconstructions = render(posteriors.reshape((n,) + model.latent_shape))
   flat = lambda x: x.reshape((-1,) + x.shape[2:])
   feats = lambda images: probe_net.features(probe, flat(images))
   to_uint8 = lambda rgb: np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
   f_r = feats(real_r)
-  fd = {"samples": sample_quality.frechet_distance(feats(to_uint8(samples["rgb"])), f_r),
-        "independent_cells": sample_quality.frechet_distance(feats(to_uint8(independent["rgb"])), f_r),
-        "floor": sample_quality.frechet_distance(feats(real_a), f_r),
-        "reconstructions": sample_quality.frechet_distance(feats(to_uint8(reconstructions["rgb"])), f_r),
-        "mean_colour": sample_quality.frechet_distance(feats(mean_colour_images(real_a)), f_r)}
+  cache = references if references is not None else {}
+  if cache.get("key") != (n, seed):
+    cache.clear()
+    cache["key"] = (n, seed)
+  if "independent" not in cache:
+    if model.hierarchical or sample_prior is not nerf_vae.sample_prior:
+      independent = render(np.asarray(nerf_vae.independent_cells(model, params, k_independent, n)))
+    else:  # the independent prior's own samples
+      independent = samples
+    posteriors = second_stage.posterior_latents(model, params, a.__getitem__, n, seed=seed, log=lambda _: None)
+    reconstructions = render(posteriors.reshape((n,) + model.latent_shape))
+    cache["independent"] = independent
+    cache["fd"] = {"independent_cells": sample_quality.frechet_distance(feats(to_uint8(independent["rgb"])), f_r),
+                   "floor": sample_quality.frechet_distance(feats(real_a), f_r),
+                   "reconstructions": sample_quality.frechet_distance(feats(to_uint8(reconstructions["rgb"])), f_r),
+                   "mean_colour": sample_quality.frechet_distance(feats(mean_colour_images(real_a)), f_r)}
+  independent = cache["independent"]
+  fd = {"samples": sample_quality.frechet_distance(feats(to_uint8(samples["rgb"])), f_r), **cache["fd"]}
   metrics = {
       "num_scenes": n, "views_per_scene": int(real_a.shape[1]), "temperature": temperature,
       "prior": prior_name or ("hierarchical" if model.hierarchical else "independent"),

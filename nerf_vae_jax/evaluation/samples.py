@@ -39,6 +39,11 @@ from nerf_vae_jax.models import nerf_vae
 from nerf_vae_jax.train import run_dir
 
 
+# The sample metrics' reference sets of each run and step, kept for the process: a second call for another prior
+# (the demo's fitted prior after the model's own) scores against them without rendering them again.
+_REFERENCES: dict = {}
+
+
 def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num_steps=8, seed=0,
              data_dir=None, metric_scenes=128, far_side_scenes=32, temperature=1.0, prior="model",
              bound_scenes=64) -> str:
@@ -82,7 +87,8 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
           f"real cameras (step {step}) ...", flush=True)
     metrics["samples"], renders = sample_metrics.measure(
         model, params, src, probe, num_scenes=metric_scenes, seed=seed, chunk=config.eval.chunk,
-        temperature=temperature, sample_prior=draw, prior_name=None if prior == "model" else prior)
+        temperature=temperature, sample_prior=draw, prior_name=None if prior == "model" else prior,
+        references=_REFERENCES.setdefault((os.path.abspath(workdir), step, data_dir), {}))
     print(f"Samples: {sample_metrics.summary_line(metrics['samples'])}  ({time.time() - t0:.0f} s)", flush=True)
     cols = min(8, len(renders["real"]))
     view = lambda rgb: [visualize.to_uint8(rgb[i, 0]) for i in range(cols)]
