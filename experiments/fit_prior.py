@@ -3,7 +3,7 @@ a Gaussian, low rank plus diagonal (models/fitted_prior.py), or a causal transfo
 (models/cell_transformer.py). Then sample it with `python -m experiments.generate --workdir=DIR --prior=KIND`.
 
   python -m experiments.fit_prior --workdir=DIR [--step=N] [--kind=fitted|transformer] [--num_scenes=N]
-      [--rank=128] [--steps=1000]
+      [--rank=128] [--steps=1000] [--fit_to=samples|posteriors]
 """
 
 import sys
@@ -19,13 +19,16 @@ flags.DEFINE_enum("kind", "fitted", list(second_stage.KINDS), "fitted: the Gauss
                   "transformer (about 1.2 s a step on 2 CPU cores).")
 flags.DEFINE_integer("rank", 128, "The Gaussian's factors (principal directions of the latents).")
 flags.DEFINE_integer("steps", 1000, "The transformer's training steps.")
+flags.DEFINE_enum("fit_to", "samples", list(second_stage.FIT_TO), "samples: one posterior sample per scene; "
+                  "posteriors (the Gaussian only): each scene's posterior mean and variance.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   sys.exit(common.run(second_stage.fit_run, workdir=FLAGS.workdir, step=FLAGS.step, num_scenes=FLAGS.num_scenes,
-                      rank=FLAGS.rank, data_dir=FLAGS.data_dir, kind=FLAGS.kind, steps=FLAGS.steps))
+                      rank=FLAGS.rank, data_dir=FLAGS.data_dir, kind=FLAGS.kind, steps=FLAGS.steps,
+                      fit_to=FLAGS.fit_to))
 
 
 if __name__ == "__main__":

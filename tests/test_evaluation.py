@@ -276,6 +276,32 @@ def test_second_stage_priors_are_fitted_sampled_and_scored(toy_run):
   assert np.isfinite(t["bounds"]["iwae_fitted"]) and t["bounds"]["iwae_fitted"] >= t["bounds"]["elbo_fitted"]
 
 
+def test_a_gaussian_fitted_to_whole_posteriors(toy_run):
+  """fit_prior --fit_to=posteriors: each scene's posterior mean and variance, of which the one-sample latents
+  (same seed, same z0) are draws; the Gaussian's marginal variance is the aggregate posterior's."""
+  from nerf_vae_jax import errors
+  from nerf_vae_jax.evaluation import second_stage
+  from nerf_vae_jax.models import fitted_prior
+  _, data_dir, workdir = toy_run
+  _, model, _, params, _ = run_dir.restore_params(workdir, 4)
+  src = source.SceneSource("shape_scenes/tiny", "train", data_dir)
+  quiet = lambda *a: None
+  means, variances = second_stage.posterior_moments(model, params, src.__getitem__, 16, log=quiet)
+  z = second_stage.posterior_latents(model, params, src.__getitem__, 16, log=quiet)
+  assert means.shape == variances.shape == z.shape and np.all(variances > 0)
+  eps = (z - means) / np.sqrt(variances)
+  assert abs(eps.mean()) < 0.05 and abs(eps.std() - 1) < 0.05, (eps.mean(), eps.std())
+  path = second_stage.fit_run(workdir, step=4, num_scenes=16, rank=4, log=quiet, fit_to="posteriors")
+  prior, info = fitted_prior.load(path)
+  assert info["fit_to"] == "posteriors" and info["num_scenes"] == 16
+  marginal = np.sum(np.square(np.asarray(prior.factors)), 1) + np.asarray(prior.diag)
+  np.testing.assert_allclose(marginal, means.var(0) + variances.mean(0), rtol=1e-3, atol=1e-6)
+  with pytest.raises(errors.UserError, match="--fit_to=posteriors fits the Gaussian"):
+    second_stage.fit_run(workdir, step=4, num_scenes=16, kind="transformer", fit_to="posteriors")
+  with pytest.raises(errors.UserError, match="choose samples or posteriors"):
+    second_stage.fit_run(workdir, step=4, num_scenes=16, fit_to="means")
+
+
 def test_the_reconstructions_reference_is_the_sample_scenes_posteriors(toy_run):
   """A "prior" that draws exactly the posteriors of the scenes whose cameras the samples are seen from
   scores the reconstructions' Fréchet distance and object statistics."""

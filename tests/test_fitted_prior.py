@@ -63,6 +63,38 @@ def test_fit_recovers_a_low_rank_gaussian_and_round_trips(tmp_path):
     fitted_prior.fit(z[:5], rank=5)
 
 
+def _expected_log_prob(p, means, variances):
+  """E_q[log p2(z)] of q = N(means, diag(variances)), per posterior: log p2(mean) - tr(C^-1 diag(v)) / 2."""
+  cov = np.asarray(p.factors, np.float64) @ np.asarray(p.factors, np.float64).T + np.diag(np.asarray(p.diag, np.float64))
+  return _dense_log_prob(p, means) - 0.5 * np.asarray(variances, np.float64) @ np.diag(np.linalg.inv(cov))
+
+
+def test_a_gaussian_fitted_to_whole_posteriors_matches_their_moments_and_scores_new_scenes_higher():
+  # Scenes differ along 2 directions of 120 numbers; each posterior adds noise of variance 0.5-1.5 per number.
+  r = np.random.default_rng(0)
+  dim, rank, n = 120, 2, 150
+  basis = r.normal(size=(dim, rank)) * 1.5
+  scenes = lambda m: (r.normal(size=(m, rank)) @ basis.T, r.uniform(0.5, 1.5, size=(m, dim)))
+  means, variances = scenes(n)
+  p = fitted_prior.fit_posteriors(means, variances, rank)
+  # Its marginal variances are the aggregate posterior's: Var(means) + E[variances].
+  marginal = np.sum(np.square(np.asarray(p.factors)), 1) + np.asarray(p.diag)
+  np.testing.assert_allclose(marginal, means.var(0) + variances.mean(0), rtol=1e-3)
+  np.testing.assert_allclose(p.mean, means.mean(0), atol=1e-5)
+  # With no posterior noise it is the factor analysis of the means.
+  for a, b in zip(fitted_prior.fit_posteriors(means, np.zeros_like(means), rank), fitted_prior.fit(means, rank)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  # One sample per scene: with 150 scenes of 120 numbers the factors also fit the noise's chance directions,
+  # so new scenes' posteriors score lower in expectation.
+  one_sample = fitted_prior.fit(means + np.sqrt(variances) * r.normal(size=means.shape), rank)
+  new_means, new_variances = scenes(500)
+  whole = _expected_log_prob(p, new_means, new_variances).mean()
+  sampled = _expected_log_prob(one_sample, new_means, new_variances).mean()
+  assert whole > sampled + 1.0, (whole, sampled)
+  with pytest.raises(ValueError, match="non-negative variances of one shape"):
+    fitted_prior.fit_posteriors(means, variances[:, :5], rank)
+
+
 @pytest.mark.parametrize("prior", ["independent", "hierarchical"])
 def test_bounds_under_a_fitted_prior_swap_only_the_priors_density(tiny_data_dir, prior):
   """The weights under p2 are log p(x|z) + log p2(cells) + log N(z0) - log q. With p2 = N(0, I) they are the

@@ -6,12 +6,15 @@ prior, and scored by the held-out bounds under either prior. Two kinds:
                cell given the cells before it (``models/cell_transformer.py``)
 
   python -m experiments.fit_prior --workdir=RUN [--kind=fitted|transformer] [--num_scenes=N]
+      [--fit_to=samples|posteriors]
   python -m experiments.generate --workdir=RUN --prior=fitted|transformer
 
 ``fit_run`` encodes training scenes from their 4 context views, draws one
 latent z ~ q(z | views) per scene (the cells; with the hierarchical prior
 z0 ~ q(z0) first), fits p2 to them and saves it beside the checkpoints
-(RUN/fitted_prior/STEP.npz, or STEP_transformer.npz). ``bounds`` estimates the
+(RUN/fitted_prior/STEP.npz, or STEP_transformer.npz); ``--fit_to=posteriors``
+fits the Gaussian to each scene's posterior as a whole instead (its mean and
+variance; a better held-out bound, RESULTS.md). ``bounds`` estimates the
 held-out ELBO and IWAE bound of test scenes under the model's prior and under
 p2, from the same posterior samples and rays: with p2, the weights are
 
@@ -92,13 +95,51 @@ def posterior_latents(model, params, scene, num_scenes: int, batch_size: int = 3
   return np.concatenate(out)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _encode_moments(model, params, context, key):
+  mean, scale = nerf_vae.cells_posterior(model, params, nerf_vae.infer(model, params, context), key)
+  return mean, jnp.square(scale)
+
+
+def posterior_moments(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0, log=print):
+  """Each training scene's posterior as a whole: the means and variances [num_scenes, L] (float32, flattened
+  cells) of q(cells | 4 context views) (with the hierarchical prior, given one z0 ~ q(z0))."""
+  mesh = sharding.make_mesh()
+  batch_size = -(-batch_size // mesh.size) * mesh.size
+  params = jax.device_put(params, sharding.replicated(mesh))
+  means, variances, t0, next_report = [], [], time.time(), 0.1
+  for start, chunk, padded in protocol.padded_chunks(list(range(num_scenes)), batch_size):
+    batch = protocol.context_batch([scene(i) for i in padded], protocol.CONTEXT_CANDIDATES)
+    context = sharding.global_batch({k: v for k, v in batch.items() if k.startswith("context")}, mesh)
+    m, v = jax.device_get(_encode_moments(model, params, context,
+                                          jax.random.fold_in(jax.random.PRNGKey(seed), start)))
+    means.append(np.asarray(m)[:len(chunk)].reshape(len(chunk), -1))
+    variances.append(np.asarray(v)[:len(chunk)].reshape(len(chunk), -1))
+    done = start + len(chunk)
+    if done / num_scenes >= next_report or done == num_scenes:
+      log(f"  encoded {done}/{num_scenes} training scenes ({time.time() - t0:.0f} s)")
+      next_report += 0.1
+  return np.concatenate(means), np.concatenate(variances)
+
+
+FIT_TO = ("samples", "posteriors")
+
+
 def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None, rank: int = 128,
-            data_dir: str | None = None, log=print, kind: str = "fitted", steps: int = 1000) -> str:
+            data_dir: str | None = None, log=print, kind: str = "fitted", steps: int = 1000,
+            fit_to: str = "samples") -> str:
   """Fits and saves the run's second-stage prior; returns its path.
 
   ``num_scenes``: training scenes (default 2,048 for the Gaussian, 8,192 for the transformer, which has more to
-  learn); ``rank``: the Gaussian's factors; ``steps``: the transformer's training steps."""
+  learn); ``rank``: the Gaussian's factors; ``steps``: the transformer's training steps; ``fit_to``: "samples"
+  (one posterior sample per scene) or, for the Gaussian, "posteriors" (each scene's posterior as a whole:
+  ``fitted_prior.fit_posteriors``)."""
   _module(kind)  # a bad kind fails before the encoding
+  if fit_to not in FIT_TO:
+    raise errors.UserError(f"--fit_to={fit_to!r}; choose {' or '.join(FIT_TO)}.")
+  if fit_to == "posteriors" and kind != "fitted":
+    raise errors.UserError("--fit_to=posteriors fits the Gaussian (--kind=fitted) only; the transformer fits "
+                           "one posterior sample per scene (--fit_to=samples).")
   config, model, spec, params, step = run_dir.restore_params(workdir, step)
   check_model(model)
   src = source.SceneSource(config.data.name, "train", data_dir or config.data.data_dir)
@@ -110,15 +151,21 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
     raise errors.UserError(f"The transformer keeps an eighth of its --num_scenes={num_scenes} out to choose its "
                            "best point; give it at least 16.")
   what = f"a rank-{rank} Gaussian" if kind == "fitted" else f"a cell transformer ({steps} steps)"
-  log(f"Fitting {what} to the posteriors of {num_scenes} training scenes (step {step}) ...")
+  to = "posteriors" if fit_to == "posteriors" else "posterior samples"
+  log(f"Fitting {what} to the {to} of {num_scenes} training scenes (step {step}) ...")
   t0 = time.time()
-  z = posterior_latents(model, params, src.__getitem__, num_scenes, log=log)
   path = path_of(workdir, step, kind)
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  if fit_to == "posteriors":
+    means, variances = posterior_moments(model, params, src.__getitem__, num_scenes, log=log)
+    prior, z = fitted_prior.fit_posteriors(means, variances, rank), means
+  else:
+    z = posterior_latents(model, params, src.__getitem__, num_scenes, log=log)
   if kind == "fitted":
-    prior = fitted_prior.fit(z, rank)
+    prior = prior if fit_to == "posteriors" else fitted_prior.fit(z, rank)
     share = fitted_prior.explained_variance(prior)
-    fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share)
+    fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share,
+                      fit_to=fit_to)
     log(f"Saved {path}: {z.shape[1]} numbers per latent, the {rank} factors carry {share:.1%} of the variance "
         f"({time.time() - t0:.0f} s).")
     return path

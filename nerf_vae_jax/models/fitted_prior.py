@@ -10,6 +10,10 @@ a low-rank-plus-diagonal covariance:
   variance each coordinate has of its own (factor analysis, started from
   probabilistic PCA).
 
+``fit`` takes one latent per scene; ``fit_posteriors`` each scene's posterior
+as a whole (its mean and variance): the same Gaussian family, whose factors
+then describe how scenes differ rather than the noise of one sample.
+
 p2 is a proper density, so it can replace the model's prior in the ELBO and
 the IWAE bound (``evaluation/second_stage.py``): the bounds stay bounds on the
 log-likelihood of the model whose prior is p2. The decoder is unchanged.
@@ -63,6 +67,24 @@ def fit(z, rank: int, iterations: int = 30, min_variance: float = 1e-4) -> Fitte
     factors = np.linalg.solve(hh, s_beta.T).T
     diag = np.maximum(var - np.sum(factors * s_beta, 1), min_variance)
   return FittedPrior(*(jnp.asarray(a, jnp.float32) for a in (mean, factors, diag)))
+
+
+def fit_posteriors(means, variances, rank: int, iterations: int = 30) -> FittedPrior:
+  """The Gaussian fitted to whole posteriors q_i = N(means[i], diag(variances[i])) ([N, L] each) rather than
+  to one sample of each: factor analysis of the means, plus the posteriors' average variance on the diagonal.
+
+  Its covariance is then the aggregate posterior's, Cov(means) + E[diag(variances)] (up to the factors'
+  rank), the Gaussian that maximises the expected log-density E_q[log p2(z)] over the scenes. Fitted to one
+  sample per scene instead, the factors also fit chance directions of the posteriors' noise: with N scenes of
+  L numbers, noise of variance s^2 alone gives the sample covariance eigenvalues up to s^2 (1 + sqrt(L / N))^2
+  (9 s^2 at L = 8192, N = 2048), above most of what the scenes' differences carry."""
+  means = np.asarray(means, np.float64)
+  variances = np.asarray(variances, np.float64)
+  if means.shape != variances.shape or np.any(variances < 0):
+    raise ValueError(f"fit_posteriors needs means and non-negative variances of one shape; got {means.shape} "
+                     f"and {variances.shape}.")
+  p = fit(means, rank, iterations)
+  return p._replace(diag=p.diag + jnp.asarray(variances.mean(0), jnp.float32))
 
 
 def explained_variance(p: FittedPrior) -> float:

@@ -389,6 +389,17 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), weighted, log_q, log_top_prior)
 
 
+def cells_posterior(model: NeRFVAE, params, q: posterior.Posterior, key):
+  """The Gaussian (mean, scale) [B, *latent_shape] of the latent a posterior sample draws its cells from: q's
+  own, or with the hierarchical prior q(cells | views, z0) at z0 ~ q(z0) drawn with ``key`` (the z0 that
+  ``sample_posterior`` draws with the same key; the top-down features of z0 excluded). A second-stage prior
+  fitted to whole posteriors reads it (``fitted_prior.fit_posteriors``)."""
+  if not q.hierarchical:
+    return q.mean, q.scale
+  top = sample_latent(jax.random.split(key)[0], q.top_mean, q.top_scale)
+  return _cells_given_top(model, params, q, top)[0]
+
+
 def posterior_latent(model: NeRFVAE, params, q: posterior.Posterior):
   """The latent [B, *latent_shape] that stands for a posterior in deterministic renders: its mean
   (hierarchical: the cells' means given z0 = q(z0)'s mean, p(cells | z0)'s mean where no view sees)."""
