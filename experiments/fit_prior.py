@@ -19,8 +19,8 @@ flags.DEFINE_enum("kind", "fitted", list(second_stage.KINDS), "fitted: the Gauss
                   "transformer (about 1.2 s a step on 2 CPU cores).")
 flags.DEFINE_integer("rank", 128, "The Gaussian's factors (principal directions of the latents).")
 flags.DEFINE_integer("steps", 1000, "The transformer's training steps.")
-flags.DEFINE_enum("fit_to", "samples", list(second_stage.FIT_TO), "samples: one posterior sample per scene; "
-                  "posteriors (the Gaussian only): each scene's posterior mean and variance.")
+flags.DEFINE_enum("fit_to", None, list(second_stage.FIT_TO), "samples: one posterior sample per scene (the "
+                  "transformer's); posteriors (the Gaussian's default): each scene's posterior mean and variance.")
 FLAGS = flags.FLAGS
 
 

@@ -291,11 +291,17 @@ def test_a_gaussian_fitted_to_whole_posteriors(toy_run):
   assert means.shape == variances.shape == z.shape and np.all(variances > 0)
   eps = (z - means) / np.sqrt(variances)
   assert abs(eps.mean()) < 0.05 and abs(eps.std() - 1) < 0.05, (eps.mean(), eps.std())
-  path = second_stage.fit_run(workdir, step=4, num_scenes=16, rank=4, log=quiet, fit_to="posteriors")
-  prior, info = fitted_prior.load(path)
-  assert info["fit_to"] == "posteriors" and info["num_scenes"] == 16
-  marginal = np.sum(np.square(np.asarray(prior.factors)), 1) + np.asarray(prior.diag)
-  np.testing.assert_allclose(marginal, means.var(0) + variances.mean(0), rtol=1e-3, atol=1e-6)
+  marginal = lambda p: np.sum(np.square(np.asarray(p.factors)), 1) + np.asarray(p.diag)
+  prior, info = fitted_prior.load(second_stage.fit_run(workdir, step=4, num_scenes=16, rank=4, log=quiet))
+  assert info["fit_to"] == "posteriors" and info["num_scenes"] == 16  # the Gaussian's default
+  np.testing.assert_allclose(marginal(prior), means.var(0) + variances.mean(0), rtol=1e-3, atol=1e-6)
+  np.testing.assert_allclose(prior.mean, means.mean(0), atol=1e-5)
+  # --fit_to=samples: centred on the one-sample latents, 16 draws that miss the means' average.
+  prior, info = fitted_prior.load(second_stage.fit_run(workdir, step=4, num_scenes=16, rank=4, log=quiet,
+                                                       fit_to="samples"))
+  assert info["fit_to"] == "samples"
+  np.testing.assert_allclose(prior.mean, z.mean(0), atol=1e-5)
+  assert np.abs(z.mean(0) - means.mean(0)).max() > 0.1
   with pytest.raises(errors.UserError, match="--fit_to=posteriors fits the Gaussian"):
     second_stage.fit_run(workdir, step=4, num_scenes=16, kind="transformer", fit_to="posteriors")
   with pytest.raises(errors.UserError, match="choose samples or posteriors"):

@@ -12,9 +12,10 @@ prior, and scored by the held-out bounds under either prior. Two kinds:
 ``fit_run`` encodes training scenes from their 4 context views, draws one
 latent z ~ q(z | views) per scene (the cells; with the hierarchical prior
 z0 ~ q(z0) first), fits p2 to them and saves it beside the checkpoints
-(RUN/fitted_prior/STEP.npz, or STEP_transformer.npz); ``--fit_to=posteriors``
-fits the Gaussian to each scene's posterior as a whole instead (its mean and
-variance; a better held-out bound, RESULTS.md). ``bounds`` estimates the
+(RUN/fitted_prior/STEP.npz, or STEP_transformer.npz). The Gaussian is fitted
+to each scene's posterior as a whole instead (its mean and variance,
+``--fit_to=posteriors``, the default: the same samples and a better held-out
+bound than one sample per scene, ``--fit_to=samples``; RESULTS.md). ``bounds`` estimates the
 held-out ELBO and IWAE bound of test scenes under the model's prior and under
 p2, from the same posterior samples and rays: with p2, the weights are
 
@@ -127,14 +128,15 @@ FIT_TO = ("samples", "posteriors")
 
 def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None, rank: int = 128,
             data_dir: str | None = None, log=print, kind: str = "fitted", steps: int = 1000,
-            fit_to: str = "samples") -> str:
+            fit_to: str | None = None) -> str:
   """Fits and saves the run's second-stage prior; returns its path.
 
   ``num_scenes``: training scenes (default 2,048 for the Gaussian, 8,192 for the transformer, which has more to
   learn); ``rank``: the Gaussian's factors; ``steps``: the transformer's training steps; ``fit_to``: "samples"
-  (one posterior sample per scene) or, for the Gaussian, "posteriors" (each scene's posterior as a whole:
-  ``fitted_prior.fit_posteriors``)."""
+  (one posterior sample per scene; the transformer's) or, for the Gaussian and its default, "posteriors"
+  (each scene's posterior as a whole: ``fitted_prior.fit_posteriors``; the same samples, a better bound)."""
   _module(kind)  # a bad kind fails before the encoding
+  fit_to = fit_to or ("posteriors" if kind == "fitted" else "samples")
   if fit_to not in FIT_TO:
     raise errors.UserError(f"--fit_to={fit_to!r}; choose {' or '.join(FIT_TO)}.")
   if fit_to == "posteriors" and kind != "fitted":
