@@ -72,28 +72,7 @@ def check_model(model) -> None:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(model, params, context, key):
-  return nerf_vae.sample_posterior(model, params, nerf_vae.infer(model, params, context), key).z
-
-
-def posterior_latents(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0,
-                      log=print):
-  """One latent z ~ q(z | 4 context views) per training scene: [num_scenes, L] float32 (flattened cells).
-  ``scene(i)`` returns training scene i (a dict of ``source.SceneSource``)."""
-  mesh = sharding.make_mesh()
-  batch_size = -(-batch_size // mesh.size) * mesh.size
-  params = jax.device_put(params, sharding.replicated(mesh))
-  out, t0, next_report = [], time.time(), 0.1
-  for start, chunk, padded in protocol.padded_chunks(list(range(num_scenes)), batch_size):
-    batch = protocol.context_batch([scene(i) for i in padded], protocol.CONTEXT_CANDIDATES)
-    context = sharding.global_batch({k: v for k, v in batch.items() if k.startswith("context")}, mesh)
-    z = np.asarray(jax.device_get(_encode(model, params, context, jax.random.fold_in(jax.random.PRNGKey(seed),
-                                                                                     start))))
-    out.append(z[:len(chunk)].reshape(len(chunk), -1))
-    done = start + len(chunk)
-    if done / num_scenes >= next_report or done == num_scenes:
-      log(f"  encoded {done}/{num_scenes} training scenes ({time.time() - t0:.0f} s)")
-      next_report += 0.1
-  return np.concatenate(out)
+  return (nerf_vae.sample_posterior(model, params, nerf_vae.infer(model, params, context), key).z,)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -102,25 +81,38 @@ def _encode_moments(model, params, context, key):
   return mean, jnp.square(scale)
 
 
-def posterior_moments(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0, log=print):
-  """Each training scene's posterior as a whole: the means and variances [num_scenes, L] (float32, flattened
-  cells) of q(cells | 4 context views) (with the hierarchical prior, given one z0 ~ q(z0))."""
+def _encode_scenes(encode, model, params, scene, num_scenes: int, batch_size: int, seed: int, log):
+  """``encode``'s arrays for the first ``num_scenes`` scenes from their 4 context views, flattened per scene:
+  a list of [num_scenes, L] float32. Batch i draws with key fold_in(PRNGKey(seed), i's first scene)."""
   mesh = sharding.make_mesh()
   batch_size = -(-batch_size // mesh.size) * mesh.size
   params = jax.device_put(params, sharding.replicated(mesh))
-  means, variances, t0, next_report = [], [], time.time(), 0.1
+  out, t0, next_report = [], time.time(), 0.1
   for start, chunk, padded in protocol.padded_chunks(list(range(num_scenes)), batch_size):
     batch = protocol.context_batch([scene(i) for i in padded], protocol.CONTEXT_CANDIDATES)
     context = sharding.global_batch({k: v for k, v in batch.items() if k.startswith("context")}, mesh)
-    m, v = jax.device_get(_encode_moments(model, params, context,
-                                          jax.random.fold_in(jax.random.PRNGKey(seed), start)))
-    means.append(np.asarray(m)[:len(chunk)].reshape(len(chunk), -1))
-    variances.append(np.asarray(v)[:len(chunk)].reshape(len(chunk), -1))
+    arrays = jax.device_get(encode(model, params, context, jax.random.fold_in(jax.random.PRNGKey(seed), start)))
+    out.append([np.asarray(a)[:len(chunk)].reshape(len(chunk), -1) for a in arrays])
     done = start + len(chunk)
     if done / num_scenes >= next_report or done == num_scenes:
       log(f"  encoded {done}/{num_scenes} training scenes ({time.time() - t0:.0f} s)")
       next_report += 0.1
-  return np.concatenate(means), np.concatenate(variances)
+  return [np.concatenate(parts) for parts in zip(*out)]
+
+
+def posterior_latents(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0,
+                      log=print):
+  """One latent z ~ q(z | 4 context views) per training scene: [num_scenes, L] float32 (flattened cells).
+  ``scene(i)`` returns training scene i (a dict of ``source.SceneSource``)."""
+  return _encode_scenes(_encode, model, params, scene, num_scenes, batch_size, seed, log)[0]
+
+
+def posterior_moments(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0, log=print):
+  """Each training scene's posterior as a whole: the means and variances [num_scenes, L] (float32, flattened
+  cells) of q(cells | 4 context views) (with the hierarchical prior, given one z0 ~ q(z0): the z0 of
+  ``posterior_latents``' sample with the same seed)."""
+  means, variances = _encode_scenes(_encode_moments, model, params, scene, num_scenes, batch_size, seed, log)
+  return means, variances
 
 
 FIT_TO = ("samples", "posteriors")
