@@ -152,3 +152,20 @@ def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys
   monkeypatch.setitem(specs.SPECS, "tiny", dataclasses.replace(spec, ambient=0.5))
   changed = probe_net.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
   assert logs and changed[2]["folder"] != info["folder"]
+
+
+def test_the_frechet_spread_is_what_another_draw_moves_the_distance_by():
+  rng = np.random.default_rng(0)
+  dim, views = 6, 4
+  real = rng.normal(size=(512, dim))
+  draw = lambda scenes: rng.normal(0.3, 1.1, size=(scenes * views, dim))  # a generator a little off
+  # Across 40 independent draws of 64 scenes, the distance moves by about what one draw's bootstrap says.
+  across = np.std([sample_quality.frechet_distance(draw(64), real) for _ in range(40)], ddof=1)
+  one = draw(64)
+  spread = sample_quality.frechet_spread(one, real, groups=64)
+  assert 0.5 < spread / across < 2.0, (spread, across)
+  assert spread == sample_quality.frechet_spread(one, real, groups=64)  # the seed fixes the resamples
+  # More scenes, a steadier distance.
+  assert sample_quality.frechet_spread(draw(512), real, groups=512) < 0.6 * spread
+  with pytest.raises(ValueError, match="divide the 256 rows"):
+    sample_quality.frechet_spread(one, real, groups=3)

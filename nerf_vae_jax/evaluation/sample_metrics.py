@@ -16,6 +16,9 @@ Each set's Fréchet distance to R's views is taken in the probe's features
 and the reconstructions what a prior that drew latents as the posteriors of
 real scenes do would score through this decoder (a prior can do no better
 than the decoder renders).
+The samples' FD comes with its spread (``frechet_spread``: the standard
+deviation over bootstrap resamples of the N sample scenes), about how much
+another draw of the same prior moves it.
 The object statistics (``sample_quality.compare_objects``) compare the
 samples' rendered opacity with A's true masks.
 """
@@ -118,11 +121,14 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
                    "reconstructions": sample_quality.frechet_distance(feats(to_uint8(reconstructions["rgb"])), f_r),
                    "mean_colour": sample_quality.frechet_distance(feats(mean_colour_images(real_a)), f_r)}
   independent = cache["independent"]
-  fd = {"samples": sample_quality.frechet_distance(feats(to_uint8(samples["rgb"])), f_r), **cache["fd"]}
+  f_samples = feats(to_uint8(samples["rgb"]))
+  fd = {"samples": sample_quality.frechet_distance(f_samples, f_r), **cache["fd"]}
   metrics = {
       "num_scenes": n, "views_per_scene": int(real_a.shape[1]), "temperature": temperature,
       "prior": prior_name or ("hierarchical" if model.hierarchical else "independent"),
       "frechet": fd,
+      # The samples' FD moves by about this much with their draw (bootstrap over the N scenes).
+      "frechet_spread": sample_quality.frechet_spread(f_samples, f_r, groups=n, seed=seed),
       "objects": sample_quality.compare_objects(flat(samples["acc"]), flat(masks_a)),
       "objects_independent_cells": sample_quality.compare_objects(flat(independent["acc"]), flat(masks_a)),
       "probe": probe[2]["held_out"],
@@ -133,7 +139,8 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
 def summary_line(m: dict) -> str:
   """One line: the Fréchet distances with their reference points, and the object statistics."""
   fd, o = m["frechet"], m["objects"]
-  return (f"Fréchet distance {fd['samples']:.2f} (floor {fd['floor']:.2f}, independent N(0, I) cells "
+  spread = f" ± {m['frechet_spread']:.1f}" if "frechet_spread" in m else ""  # metrics.json of older versions
+  return (f"Fréchet distance {fd['samples']:.2f}{spread} (floor {fd['floor']:.2f}, independent N(0, I) cells "
           f"{fd['independent_cells']:.2f}, reconstructions {fd['reconstructions']:.2f}, mean colour "
           f"{fd['mean_colour']:.2f}); opaque coverage "
           f"{o['coverage_samples']:.3f} vs data {o['coverage_data']:.3f}; objects per view "
