@@ -139,8 +139,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
 def summary_line(m: dict) -> str:
   """One line: the Fréchet distances with their reference points, and the object statistics."""
   fd, o = m["frechet"], m["objects"]
-  spread = f" ± {m['frechet_spread']:.1f}" if "frechet_spread" in m else ""  # metrics.json of older versions
-  return (f"Fréchet distance {fd['samples']:.2f}{spread} (floor {fd['floor']:.2f}, independent N(0, I) cells "
+  return (f"Fréchet distance {fd['samples']:.2f} ± {m['frechet_spread']:.1f} (floor {fd['floor']:.2f}, independent N(0, I) cells "
           f"{fd['independent_cells']:.2f}, reconstructions {fd['reconstructions']:.2f}, mean colour "
           f"{fd['mean_colour']:.2f}); opaque coverage "
           f"{o['coverage_samples']:.3f} vs data {o['coverage_data']:.3f}; objects per view "

@@ -111,8 +111,7 @@ def posterior_moments(model, params, scene, num_scenes: int, batch_size: int = 3
   """Each training scene's posterior as a whole: the means and variances [num_scenes, L] (float32, flattened
   cells) of q(cells | 4 context views) (with the hierarchical prior, given one z0 ~ q(z0): the z0 of
   ``posterior_latents``' sample with the same seed)."""
-  means, variances = _encode_scenes(_encode_moments, model, params, scene, num_scenes, batch_size, seed, log)
-  return means, variances
+  return tuple(_encode_scenes(_encode_moments, model, params, scene, num_scenes, batch_size, seed, log))
 
 
 FIT_TO = ("samples", "posteriors")
@@ -150,19 +149,19 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
   t0 = time.time()
   path = path_of(workdir, step, kind)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  if fit_to == "posteriors":
-    means, variances = posterior_moments(model, params, src.__getitem__, num_scenes, log=log)
-    prior, z = fitted_prior.fit_posteriors(means, variances, rank), means
-  else:
-    z = posterior_latents(model, params, src.__getitem__, num_scenes, log=log)
   if kind == "fitted":
-    prior = prior if fit_to == "posteriors" else fitted_prior.fit(z, rank)
+    if fit_to == "posteriors":
+      prior = fitted_prior.fit_posteriors(*posterior_moments(model, params, src.__getitem__, num_scenes, log=log),
+                                          rank)
+    else:
+      prior = fitted_prior.fit(posterior_latents(model, params, src.__getitem__, num_scenes, log=log), rank)
     share = fitted_prior.explained_variance(prior)
     fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share,
                       fit_to=fit_to)
-    log(f"Saved {path}: {z.shape[1]} numbers per latent, the {rank} factors carry {share:.1%} of the variance "
-        f"({time.time() - t0:.0f} s).")
+    log(f"Saved {path}: {prior.mean.shape[0]} numbers per latent, the {rank} factors carry {share:.1%} of the "
+        f"variance ({time.time() - t0:.0f} s).")
     return path
+  z = posterior_latents(model, params, src.__getitem__, num_scenes, log=log)
   cells = z.reshape((len(z), -1, model.latent_dim))
   prior, info = cell_transformer.fit(cells, steps=steps, held_out=held_out, log=log)
   # The Gaussian on the same split, for scale: held-out nats per number of both.
