@@ -139,9 +139,9 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
 def summary_line(m: dict) -> str:
   """One line: the Fréchet distances with their reference points, and the object statistics."""
   fd, o = m["frechet"], m["objects"]
-  return (f"Fréchet distance {fd['samples']:.2f} ± {m['frechet_spread']:.1f} (floor {fd['floor']:.2f}, independent N(0, I) cells "
-          f"{fd['independent_cells']:.2f}, reconstructions {fd['reconstructions']:.2f}, mean colour "
-          f"{fd['mean_colour']:.2f}); opaque coverage "
+  return (f"Fréchet distance {fd['samples']:.2f} ± {m['frechet_spread']:.1f} (floor {fd['floor']:.2f}, "
+          f"independent N(0, I) cells {fd['independent_cells']:.2f}, reconstructions {fd['reconstructions']:.2f}, "
+          f"mean colour {fd['mean_colour']:.2f}); opaque coverage "
           f"{o['coverage_samples']:.3f} vs data {o['coverage_data']:.3f}; objects per view "
           f"{o['objects_per_view_samples']:.2f} vs {o['objects_per_view_data']:.2f} (TV {o['count_tv']:.2f}); "
           f"hazy pixels {o['haze_share']:.1%} (fog {o['fog_share']:.1%})")

@@ -15,9 +15,10 @@ z0 ~ q(z0) first), fits p2 to them and saves it beside the checkpoints
 (RUN/fitted_prior/STEP.npz, or STEP_transformer.npz). The Gaussian is fitted
 to each scene's posterior as a whole instead (its mean and variance,
 ``--fit_to=posteriors``, the default: the same samples and a better held-out
-bound than one sample per scene, ``--fit_to=samples``; RESULTS.md). ``bounds`` estimates the
-held-out ELBO and IWAE bound of test scenes under the model's prior and under
-p2, from the same posterior samples and rays: with p2, the weights are
+bound than one sample per scene, ``--fit_to=samples``; RESULTS.md).
+``bounds`` estimates the held-out ELBO and IWAE bound of test scenes under
+the model's prior and under p2, from the same posterior samples and rays:
+with p2, the weights are
 
   log p(x | z) + log p2(cells) + log N(z0; 0, I) - log q(z0, cells | views),
 
