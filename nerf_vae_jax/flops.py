@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import math
 
+from nerf_vae_jax.models import priors
+
 
 def encoder_flops(height: int, width: int, channels, cells: int, num_outputs: int) -> int:
   """Forward FLOPs of ``models.encoder.Encoder`` on one view."""
@@ -99,8 +101,13 @@ def prior_flops(model) -> int:
       enc += conv(size ** 3, ch)
     enc += dense(8 * ch, 2 * ch)
   enc += dense(2 * ch, 2 * top)
-  start = g if per_cell else 2
-  dec = dense(top, start ** 3 * ch)
+  if model.prior_net == "slots":  # bumps at K slots, [1, appearance] each, then a convolution of them
+    a, s = priors.slot_split(top)
+    dec = 2 * g ** 3 * priors.SLOTS * (1 + a) + conv(g ** 3, 1 + a + s)
+    start = g
+  else:
+    start = g if per_cell else 2
+    dec = dense(top, start ** 3 * ch)
   size = start
   while True:
     dec += conv(size ** 3, ch)

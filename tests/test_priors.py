@@ -12,7 +12,7 @@ from nerf_vae_jax import batching
 from nerf_vae_jax import errors
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import protocol
-from nerf_vae_jax.models import nerf_vae, objectives, posterior, ray_sampling
+from nerf_vae_jax.models import grid, nerf_vae, objectives, posterior, priors, ray_sampling
 
 
 def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3, **overrides):
@@ -28,9 +28,10 @@ def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3
   return model, perturbed(init(jax.random.PRNGKey(0)), noise)
 
 
-def test_hierarchical_log_prior_is_normalised():
+@pytest.mark.parametrize("net", ["pyramid", "slots"])
+def test_hierarchical_log_prior_is_normalised(net):
   """E_r[p(z0, cells) / r(z0, cells)] = 1 for a proposal r a little wider than p at every level."""
-  model, params = _small()
+  model, params = _small(prior_net=net, top_dim=2 if net == "pyramid" else 24)
   n, widen = 40_000, 1.25
   k_top, k_cells = jax.random.split(jax.random.PRNGKey(2))
   top = widen * jax.random.normal(k_top, (n, model.top_dim))
@@ -233,3 +234,26 @@ def test_a_depth_aware_lift_hands_the_cells_behind_a_views_surface_to_the_prior(
   grad = jax.grad(lambda p: jnp.sum(nerf_vae.infer(lifted, {"params": p}, context).seen))(start)
   assert float(jnp.abs(grad["depth_head"]["bias"]).sum()) > 0
 
+
+
+def test_slots_are_bumps_on_the_grid_at_their_positions():
+  """prior_net=slots: each slot of z0 adds a bump [1, appearance] that peaks at its position; a cell far from
+  every slot reads the scene numbers alone."""
+  a, s = priors.slot_split(32)
+  assert (a, s) == (3, 8)  # 4 slots of 3 + 3, and 8 scene numbers
+  top = np.zeros((1, 32), np.float32)
+  pos = np.array([[0.9, 0.9, 0.9], [-0.9, -0.9, -0.9], [0.9, -0.9, 0.0], [-0.9, 0.9, 0.0]])  # 0.9 tanh -> ~0.64
+  slots = np.concatenate([np.arctanh(pos / 0.9 * 0.7), np.tile([[1.0, -2.0, 0.5]], (4, 1))], -1)
+  top[0, :24], top[0, 24:] = slots.reshape(-1), np.arange(8)
+  width = lambda app: np.full(app.shape[:-1] + (1,), -2.0)  # softplus(-2) + 0.1 = 0.227 wide
+  feats = np.asarray(priors.splat_slots(jnp.asarray(top), 8, width)).reshape(8 ** 3, -1)
+  assert feats.shape == (8 ** 3, 1 + 3 + 8)
+  centres = grid.cell_centres(8, 1.0)
+  for p in pos * 0.7:  # the cell nearest each slot is a local maximum of the bumps, at nearly 1
+    near = np.argmin(np.sum(np.square(centres - p), -1))
+    assert feats[near, 0] > 0.5 and feats[near, 1:4] == pytest.approx(feats[near, 0] * np.array([1.0, -2.0, 0.5]))
+  far = np.argmin(np.sum(np.square(centres - np.array([0.9, 0.9, -0.9])), -1))
+  assert feats[far, 0] < 1e-3
+  np.testing.assert_array_equal(feats[:, 4:], np.tile(np.arange(8), (8 ** 3, 1)))
+  with pytest.raises(errors.ConfigError, match="top_dim=16 is too small for prior_net=slots"):
+    _small(prior_net="slots", top_dim=16)

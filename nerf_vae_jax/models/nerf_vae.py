@@ -61,7 +61,7 @@ class NeRFVAE(nn.Module):
   prior: str = "independent"
   top_dim: int = 32
   prior_channels: int = 32
-  prior_net: str = "pyramid"  # or "per_cell" (models/priors.py)
+  prior_net: str = "pyramid"  # or "per_cell" or "slots" (models/priors.py)
   top_down: int = 0  # hierarchical: deterministic features of z0 per cell that the scene function reads too
   # Grid, average only: each view also predicts a depth per pixel, and vouches for a cell in proportion to
   # how far the cell lies in front of that depth (``depth_weight``); what no view vouches for follows the
@@ -107,6 +107,8 @@ class NeRFVAE(nn.Module):
         raise errors.ConfigError("config.model.background_token needs model.prior=independent (the token has no "
                                  "place in p(cells | z0)); turn one of them off.")
       priors.check_grid_size(self.grid_size)
+      if self.prior_net == "slots":
+        priors.slot_split(self.top_dim)  # a z0 too small for the slots fails here, naming the fix
       self.top_encoder = priors.TopEncoder(self.top_dim, self.prior_channels, self.grid_size, self.prior_net)
       self.cell_prior_net = priors.CellPrior(self.latent_dim, self.prior_channels, self.grid_size, self.prior_net,
                                                 self.top_down)

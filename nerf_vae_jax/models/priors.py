@@ -57,13 +57,45 @@ def _with_coordinates(x):
   return jnp.concatenate([x, jnp.broadcast_to(xyz, (b, g, g, g, 3)).astype(x.dtype)], axis=-1)
 
 
-NETS = ("pyramid", "per_cell")
+NETS = ("pyramid", "per_cell", "slots")
+SLOTS = 4  # "slots": objects per scene that z0 places
+SCENE_DIMS = 8  # "slots": numbers of z0 for the scene as a whole (backdrop, light)
+
+
+def slot_split(top_dim: int) -> tuple[int, int]:
+  """"slots": z0 of ``top_dim`` numbers -> (appearance numbers per slot A, scene numbers S), with
+  top_dim = SLOTS (3 + A) + S: each slot is a position (3) and an appearance (A)."""
+  a = (top_dim - SCENE_DIMS) // SLOTS - 3
+  if a < 1:
+    raise errors.ConfigError(f"config.model.top_dim={top_dim} is too small for prior_net=slots: it needs "
+                             f"{SLOTS} slots of a position and at least one appearance number, and "
+                             f"{SCENE_DIMS} scene numbers ({SLOTS * 4 + SCENE_DIMS} or more); choose e.g. 52.")
+  return a, top_dim - SLOTS * (3 + a)
+
+
+def splat_slots(top, grid_size: int, size_net):
+  """"slots": z0 [B, top_dim] -> per-cell features [B, G, G, G, 1 + A + S]. Each slot is a Gaussian bump at
+  its position (0.9 tanh of its first 3 numbers, in the grid's [-1, 1]^3) of a width that ``size_net`` gives
+  from its appearance, carrying [1, appearance]; the bumps add up, and every cell also reads the scene numbers.
+  Why: a few objects are a few choices each (where, how big, what), which a dense map from z0 to 8^3 cells
+  has to discover (RESULTS.md, "Would a prior that knew the objects sample well?")."""
+  b, g = top.shape[0], grid_size
+  a, s = slot_split(top.shape[-1])
+  slots, scene = top[:, :SLOTS * (3 + a)].reshape(b, SLOTS, 3 + a), top[:, SLOTS * (3 + a):]
+  pos, app = 0.9 * jnp.tanh(slots[..., :3]), slots[..., 3:]  # [B, K, 3], [B, K, A]
+  width = 0.1 + nn.softplus(size_net(app))[..., 0]  # [B, K]; a cell is 2 / G wide
+  centres = grid.cell_centres(g, 1.0)  # [G^3, 3]
+  d2 = jnp.sum(jnp.square(centres[None, :, None] - pos[:, None]), axis=-1)  # [B, G^3, K]
+  bumps = jnp.exp(-0.5 * d2 / jnp.square(width)[:, None])
+  feats = jnp.einsum("bck,bka->bca", bumps, jnp.concatenate([jnp.ones((b, SLOTS, 1)), app], axis=-1))
+  feats = jnp.concatenate([feats, jnp.broadcast_to(scene[:, None], (b, g ** 3, s))], axis=-1)
+  return feats.reshape(b, g, g, g, -1)
 
 
 class TopEncoder(nn.Module):
   """Per-cell features [B, G^3, C] (and which cells a view sees, [B, G^3]) -> q(z0)'s (mean, raw scale) [B, top_dim].
 
-  net "pyramid": strided 3-D convolutions G -> ... -> 2, then dense layers;
+  net "pyramid" (and "slots"): strided 3-D convolutions G -> ... -> 2, then dense layers;
   "per_cell": one 3-D convolution, 4 channels per cell, then a dense layer over all cells.
   """
   top_dim: int
@@ -92,7 +124,8 @@ class CellPrior(nn.Module):
 
   net "pyramid": a dense layer to 2^3 cells, then 3-D convolutions and nearest-neighbour doubling up to G;
   "per_cell": a dense layer straight to every cell (a learned basis per cell, as in probabilistic PCA),
-  then one 3-D convolution.
+  then one 3-D convolution; "slots": z0 read as a few objects, each a bump at its position on the grid
+  (``splat_slots``), then two 3-D convolutions.
   """
   latent_dim: int
   channels: int
@@ -103,8 +136,12 @@ class CellPrior(nn.Module):
   @nn.compact
   def __call__(self, top):
     """Returns (mean, raw scale) [B, G^3, D] and the top-down features [B, G^3, top_down] (None if 0)."""
-    b, g = top.shape[0], (self.grid_size if self.net == "per_cell" else 2)
-    x = nn.swish(nn.Dense(g ** 3 * self.channels)(top)).reshape(b, g, g, g, self.channels)
+    b, g = top.shape[0], (2 if self.net == "pyramid" else self.grid_size)
+    if self.net == "slots":
+      x = splat_slots(top, g, nn.Dense(1, name="slot_size"))
+      x = nn.swish(nn.Conv(self.channels, (3, 3, 3))(_with_coordinates(x)))
+    else:
+      x = nn.swish(nn.Dense(g ** 3 * self.channels)(top)).reshape(b, g, g, g, self.channels)
     while True:
       x = nn.swish(nn.Conv(self.channels, (3, 3, 3))(_with_coordinates(x)))
       if x.shape[1] == self.grid_size:
