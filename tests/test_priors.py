@@ -237,8 +237,8 @@ def test_a_depth_aware_lift_hands_the_cells_behind_a_views_surface_to_the_prior(
 
 
 def test_slots_are_bumps_on_the_grid_at_their_positions():
-  """prior_net=slots: each slot of z0 adds a bump [1, appearance] that peaks at its position; a cell far from
-  every slot reads the scene numbers alone."""
+  """prior_net=slots: each slot of z0 adds a bump [1, tanh(appearance)] that peaks at its position; a cell far
+  from every slot reads the scene numbers alone (tanh of them)."""
   a, s = priors.slot_split(32)
   assert (a, s) == (3, 8)  # 4 slots of 3 + 3, and 8 scene numbers
   top = np.zeros((1, 32), np.float32)
@@ -251,9 +251,12 @@ def test_slots_are_bumps_on_the_grid_at_their_positions():
   centres = grid.cell_centres(8, 1.0)
   for p in pos * 0.7:  # the cell nearest each slot is a local maximum of the bumps, at nearly 1
     near = np.argmin(np.sum(np.square(centres - p), -1))
-    assert feats[near, 0] > 0.5 and feats[near, 1:4] == pytest.approx(feats[near, 0] * np.array([1.0, -2.0, 0.5]))
+    assert feats[near, 0] > 0.5 and feats[near, 1:4] == pytest.approx(feats[near, 0] * np.tanh([1.0, -2.0, 0.5]))
   far = np.argmin(np.sum(np.square(centres - np.array([0.9, 0.9, -0.9])), -1))
   assert feats[far, 0] < 1e-3
-  np.testing.assert_array_equal(feats[:, 4:], np.tile(np.arange(8), (8 ** 3, 1)))
+  np.testing.assert_allclose(feats[:, 4:], np.tile(np.tanh(np.arange(8)), (8 ** 3, 1)), rtol=1e-6)
+  # Bounded whatever z0 is: a draw from the prior's far tails feeds the convolutions what posteriors could.
+  wild = np.asarray(priors.splat_slots(jnp.asarray(top * 1e3), 8, width))
+  assert np.all(np.abs(wild[..., 4:]) <= 1) and np.all(np.abs(wild[..., 1:4]) <= 4)
   with pytest.raises(errors.ConfigError, match="top_dim=16 is too small for prior_net=slots"):
     _small(prior_net="slots", top_dim=16)

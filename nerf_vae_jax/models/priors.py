@@ -76,13 +76,16 @@ def slot_split(top_dim: int) -> tuple[int, int]:
 def splat_slots(top, grid_size: int, size_net):
   """"slots": z0 [B, top_dim] -> per-cell features [B, G, G, G, 1 + A + S]. Each slot is a Gaussian bump at
   its position (0.9 tanh of its first 3 numbers, in the grid's [-1, 1]^3) of a width that ``size_net`` gives
-  from its appearance, carrying [1, appearance]; the bumps add up, and every cell also reads the scene numbers.
+  from its appearance (tanh of its other numbers), carrying [1, appearance]; the bumps add up, and every cell
+  also reads the scene numbers (tanh of them).
   Why: a few objects are a few choices each (where, how big, what), which a dense map from z0 to 8^3 cells
   has to discover (RESULTS.md, "Would a prior that knew the objects sample well?")."""
   b, g = top.shape[0], grid_size
   a, s = slot_split(top.shape[-1])
   slots, scene = top[:, :SLOTS * (3 + a)].reshape(b, SLOTS, 3 + a), top[:, SLOTS * (3 + a):]
-  pos, app = 0.9 * jnp.tanh(slots[..., :3]), slots[..., 3:]  # [B, K, 3], [B, K, A]
+  # Bounded: a draw from N(0, I)'s tails must not feed the convolutions values that no posterior gave them
+  # (unbounded, some prior samples rendered as saturated noise; RESULTS.md, "A slot decoder ...").
+  pos, app, scene = 0.9 * jnp.tanh(slots[..., :3]), jnp.tanh(slots[..., 3:]), jnp.tanh(scene)  # [B, K, 3], [B, K, A]
   width = 0.1 + nn.softplus(size_net(app))[..., 0]  # [B, K]; a cell is 2 / G wide
   centres = grid.cell_centres(g, 1.0)  # [G^3, 3]
   d2 = jnp.sum(jnp.square(centres[None, :, None] - pos[:, None]), axis=-1)  # [B, G^3, K]
