@@ -15,11 +15,13 @@ from nerf_vae_jax.evaluation import protocol
 from nerf_vae_jax.models import grid, nerf_vae, objectives, posterior, priors, ray_sampling
 
 
-def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3, **overrides):
+def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3, prior_net="per_cell",
+           **overrides):
   """A small grid model of the tiny config and perturbed parameters (the zero-initialised heads made non-zero,
   so that p(cells | z0) and q depend on their inputs)."""
   config = shape_scenes.get_config("tiny")
   config.model.update(prior=prior, grid_size=grid_size, latent_dim=latent_dim, top_dim=top_dim, prior_channels=8,
+                      prior_net=prior_net,
                       encoder_channels=(8, 16), mlp_width=16, mlp_depth=2, num_coarse=8, num_fine=8, **overrides)
   config.data.max_context = 2
   model = nerf_vae.from_config(config.model, 1.0)
@@ -28,10 +30,10 @@ def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3
   return model, perturbed(init(jax.random.PRNGKey(0)), noise)
 
 
-@pytest.mark.parametrize("net", ["pyramid", "slots"])
+@pytest.mark.parametrize("net", priors.NETS)
 def test_hierarchical_log_prior_is_normalised(net):
   """E_r[p(z0, cells) / r(z0, cells)] = 1 for a proposal r a little wider than p at every level."""
-  model, params = _small(prior_net=net, top_dim=2 if net == "pyramid" else 24)
+  model, params = _small(prior_net=net, top_dim=24 if net == "slots" else 2)
   n, widen = 40_000, 1.25
   k_top, k_cells = jax.random.split(jax.random.PRNGKey(2))
   top = widen * jax.random.normal(k_top, (n, model.top_dim))
