@@ -58,10 +58,6 @@ _TINY_RECIPE = {
     # ("The demo's schedule: learning rate and KL weight").
     "train.learning_rate": 4e-3,
     "loss.beta_warmup_steps": None,
-    # p(cells | z0) from z0 read as 4 objects splatted onto the grid: the model's own prior samples better at the
-    # same step time ("A slot decoder for the model's own prior"; measured at tiny's length, not yet at 6,500).
-    "model.prior_net": "slots",
-    "model.top_dim": 52,
 }
 
 VARIANTS = {
