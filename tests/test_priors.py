@@ -237,21 +237,20 @@ def test_a_depth_aware_lift_hands_the_cells_behind_a_views_surface_to_the_prior(
   assert float(jnp.abs(grad["depth_head"]["bias"]).sum()) > 0
 
 
-
 def test_slots_are_bumps_on_the_grid_at_their_positions():
   """prior_net=slots: each slot of z0 adds a bump [1, tanh(appearance)] that peaks at its position; a cell far
   from every slot reads the scene numbers alone (tanh of them)."""
   a, s = priors.slot_split(32)
   assert (a, s) == (3, 8)  # 4 slots of 3 + 3, and 8 scene numbers
   top = np.zeros((1, 32), np.float32)
-  pos = np.array([[0.9, 0.9, 0.9], [-0.9, -0.9, -0.9], [0.9, -0.9, 0.0], [-0.9, 0.9, 0.0]])  # 0.9 tanh -> ~0.64
+  pos = np.array([[0.9, 0.9, 0.9], [-0.9, -0.9, -0.9], [0.9, -0.9, 0.0], [-0.9, 0.9, 0.0]])  # 0.9 tanh(arctanh(0.7 p / 0.9)) = 0.7 p
   slots = np.concatenate([np.arctanh(pos / 0.9 * 0.7), np.tile([[1.0, -2.0, 0.5]], (4, 1))], -1)
   top[0, :24], top[0, 24:] = slots.reshape(-1), np.arange(8)
   width = lambda app: np.full(app.shape[:-1] + (1,), -2.0)  # softplus(-2) + 0.1 = 0.227 wide
   feats = np.asarray(priors.splat_slots(jnp.asarray(top), 8, width)).reshape(8 ** 3, -1)
   assert feats.shape == (8 ** 3, 1 + 3 + 8)
   centres = grid.cell_centres(8, 1.0)
-  for p in pos * 0.7:  # the cell nearest each slot is a local maximum of the bumps, at nearly 1
+  for p in pos * 0.7:  # at the cell nearest each slot its bump is above a half and carries its appearance
     near = np.argmin(np.sum(np.square(centres - p), -1))
     assert feats[near, 0] > 0.5 and feats[near, 1:4] == pytest.approx(feats[near, 0] * np.tanh([1.0, -2.0, 0.5]))
   far = np.argmin(np.sum(np.square(centres - np.array([0.9, 0.9, -0.9])), -1))
