@@ -155,6 +155,32 @@ def test_training_kl_is_beta_kl_whose_prior_side_learns_at_the_full_rate():
   close((p_off, q_off), jax.tree.map(lambda g: 0.25 * g, (p_kl, q_kl)))
 
 
+def test_free_nats_on_z0_lift_its_kl_gradient_below_them_and_leave_the_bound_alone():
+  """top_free_nats: beta x max(KL(q(z0) || N(0, I)), free) in the training KL, so no gradient pulls q(z0) to the
+  prior below the free nats; the KL and the importance ratio (so the ELBO and IWAE) stay the model's."""
+  model, params = _small()
+  shape = (1,) + model.latent_shape
+  q = posterior.Posterior(mean=0.3 * jnp.ones(shape), scale=jnp.full(shape, 0.6), top_mean=jnp.array([[0.2, -0.1]]),
+                          top_scale=jnp.array([[0.5, 0.7]]), seen=jnp.array([[True] * 5 + [False] * 3]))
+  key, beta = jax.random.PRNGKey(3), 0.5
+  draw = lambda top, free, field: getattr(nerf_vae.sample_posterior(
+      model, params, q._replace(top_mean=top[0], top_scale=top[1]), key, beta=beta, top_free_nats=free), field)
+  top = (q.top_mean, q.top_scale)
+  kl_top = float(posterior.kl_to_standard_normal(*top)[0])
+  assert 0.1 < kl_top < 1.0
+  for field in ("kl", "log_ratio", "z"):
+    np.testing.assert_allclose(draw(top, 5.0, field), draw(top, 0.0, field), rtol=1e-6)
+  np.testing.assert_allclose(draw(top, 5.0, "weighted_kl"), draw(top, 0.0, "weighted_kl") + beta * (5.0 - kl_top),
+                             rtol=1e-5)
+  grad = lambda free: jax.grad(lambda t: jnp.sum(draw(t, free, "weighted_kl")))(top)
+  grad_kl_top = jax.grad(lambda t: beta * jnp.sum(posterior.kl_to_standard_normal(*t)))(top)
+  below, off, above = grad(5.0), grad(0.0), grad(0.01)  # free nats above the KL, none, below it
+  close = lambda a, b: jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7), a, b)
+  close(above, off)
+  close(below, jax.tree.map(jnp.subtract, off, grad_kl_top))  # only z0's path into the cells' KL is left
+  assert float(jnp.max(jnp.abs(grad_kl_top[0]))) > 1e-2
+
+
 def test_product_of_the_views_then_the_prior_is_the_product_of_experts():
   """The views' product, multiplied by N(0, I) afterwards, is the one-step product of experts with N(0, I)."""
   k1, k2 = jax.random.split(jax.random.PRNGKey(0))

@@ -132,6 +132,7 @@ def base() -> config_dict.ConfigDict:
   c.loss.beta_warmup_steps = config_dict.placeholder(int)  # linear KL warm-up from 0 (None: the whole run)
   c.loss.beta_warmup_steps = 10_000
   c.loss.free_bits = 0.0  # nats per scene below which the KL is not penalised
+  c.loss.top_free_nats = 0.0  # the same for z0's KL alone (hierarchical prior; training loss only)
   # Hierarchical prior: p(cells | z0) learns from the whole KL while beta warms up (the encoder's side is
   # scaled by beta); without it z0 collapsed ("Can the model sample scenes?").
   c.loss.kl_balance = True

@@ -350,7 +350,7 @@ class LatentSample(NamedTuple):
 
 
 def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1.0,
-                     balance: bool = True) -> LatentSample:
+                     balance: bool = True, top_free_nats: float = 0.0) -> LatentSample:
   """One reparameterised latent z ~ q(z | views), its KL term and its log importance ratio.
 
   The KL is in closed form with the independent prior; with the hierarchical
@@ -364,6 +364,11 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   learning nothing (a p(cells | z0) trained at beta ~ 0 stayed blind to z0,
   and q(z0) collapsed onto N(0, I); RESULTS.md, "Can the model sample scenes?"). At
   beta = 1 the gradient is the ELBO's. ``balance=False``: beta x KL, all of it.
+
+  ``top_free_nats``: below this many nats per scene, z0's KL is not penalised (free bits on z0 alone, in
+  ``weighted_kl`` only; the KL, the ratio and so the bounds are the ELBO's). Why: trained without them, z0
+  carried 10-20 of a scene's ~700 nats, and p(cells | z0) given a real scene's own z0 sampled no better than
+  given z0 ~ N(0, I) (RESULTS.md, "Does z0 carry the scene?").
   """
   if not q.hierarchical:
     z = sample_latent(key, q.mean, q.scale)
@@ -380,13 +385,14 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   _log_ratio = lambda: log_prior(model, params, z, top, (prior_mean, prior_scale)) - log_q
   kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
   kl_cells = posterior.kl_normal(mean, scale, prior_mean, prior_scale)
+  top_term = jnp.where(kl_top > top_free_nats, kl_top, top_free_nats)  # max(KL, free nats), no gradient below
   if not balance:
-    return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * (kl_top + kl_cells),
+    return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * (top_term + kl_cells),
                         log_q, log_top_prior)
   sg = jax.lax.stop_gradient
   # Value beta * kl_cells; gradient beta x on the posterior's side, 1 x on the prior's.
   kl_cells_prior_side = posterior.kl_normal(sg(mean), sg(scale), prior_mean, prior_scale)
-  weighted = (beta * (kl_top + posterior.kl_normal(mean, scale, sg(prior_mean), sg(prior_scale)))
+  weighted = (beta * (top_term + posterior.kl_normal(mean, scale, sg(prior_mean), sg(prior_scale)))
               + kl_cells_prior_side - sg(kl_cells_prior_side))
   return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), weighted, log_q, log_top_prior)
 

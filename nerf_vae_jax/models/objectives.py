@@ -79,7 +79,7 @@ def weighted_mse(rays: Rays, rgb):
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
               free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
               object_fraction: float = 0.0, kl_balance: bool = True, opacity_weight: float = 0.0,
-              opacity_estimate: str = "sampled", density_noise: float = 0.0):
+              opacity_estimate: str = "sampled", density_noise: float = 0.0, top_free_nats: float = 0.0):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
@@ -91,7 +91,8 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   as in NeRF.
 
   ``kl_balance``: with the hierarchical prior, the prior learns from the whole
-  KL while beta warms up (``nerf_vae.sample_posterior``).
+  KL while beta warms up (``nerf_vae.sample_posterior``); ``top_free_nats``: free
+  nats for z0's KL alone (the same function).
 
   ``opacity_weight``: adds ``opacity_weight x opacity_penalty`` per ray to the
   loss (Neural Volumes' beta prior on each ray's rendered opacity), which
@@ -115,7 +116,8 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   """
   k_z, k_rays, k_render = jax.random.split(key, 3)
   q = nerf_vae.infer(model, params, batch)
-  sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta, balance=kl_balance)
+  sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta, balance=kl_balance,
+                                     top_free_nats=top_free_nats)
   kl = sample.kl
   rays = training_rays(batch, k_rays, num_rays, targets=targets, object_fraction=object_fraction)
   ll, out = ray_log_likelihood(model, params, sample.z, rays, k_render, likelihood_scale=likelihood_scale,
