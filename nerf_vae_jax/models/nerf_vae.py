@@ -368,7 +368,7 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   ``top_free_nats``: below this many nats per scene, z0's KL is not penalised (free bits on z0 alone, in
   ``weighted_kl`` only; the KL, the ratio and so the bounds are the ELBO's). Why: trained without them, z0
   carried 10-20 of a scene's ~700 nats, and p(cells | z0) given a real scene's own z0 sampled no better than
-  given z0 ~ N(0, I) (RESULTS.md, "Does z0 carry the scene?").
+  given z0 ~ N(0, I) (RESULTS.md, "Does the slot decoder's gain hold, and does z0 carry the scene?").
   """
   if not q.hierarchical:
     z = sample_latent(key, q.mean, q.scale)
@@ -385,7 +385,7 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   _log_ratio = lambda: log_prior(model, params, z, top, (prior_mean, prior_scale)) - log_q
   kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
   kl_cells = posterior.kl_normal(mean, scale, prior_mean, prior_scale)
-  top_term = jnp.where(kl_top > top_free_nats, kl_top, top_free_nats)  # max(KL, free nats), no gradient below
+  top_term = jnp.maximum(kl_top, top_free_nats)  # no gradient below the free nats
   if not balance:
     return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * (top_term + kl_cells),
                         log_q, log_top_prior)
