@@ -89,6 +89,31 @@ def test_cells_no_view_sees_follow_the_prior_given_z0():
   np.testing.assert_allclose(nerf_vae.posterior_latent(model, params, seen), q.mean)
 
 
+def test_cells_from_z0_alone_draw_every_cell_from_the_prior_given_z0_at_no_kl(tiny_data_dir):
+  """cells_from_views=False: q(cells | views, z0) = p(cells | z0) on every cell, so the KL and the importance
+  ratio are z0's alone and a posterior sample is a prior sample given q's z0; q(z0) is the views' as before."""
+  model, params = _small()
+  assert model.cells_from_views and shape_scenes.get_config("tiny").model.cells_from_views  # the default
+  alone = model.clone(cells_from_views=False)
+  scene = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)[0]
+  context = batching.context(protocol.context_batch([scene], 2))
+  q_views, q = nerf_vae.infer(model, params, context), nerf_vae.infer(alone, params, context)
+  assert bool(jnp.any(q_views.seen)) and not bool(jnp.any(q.seen))
+  np.testing.assert_allclose(q.top_mean, q_views.top_mean)
+  np.testing.assert_allclose(q.top_scale, q_views.top_scale)
+  key = jax.random.PRNGKey(3)
+  s = nerf_vae.sample_posterior(alone, params, q, key)
+  np.testing.assert_allclose(s.kl, posterior.kl_to_standard_normal(q.top_mean, q.top_scale), rtol=1e-5)
+  k_top, k_cells = jax.random.split(key)
+  top = nerf_vae.sample_latent(k_top, q.top_mean, q.top_scale)
+  prior_mean, prior_scale = nerf_vae.cell_prior(model, params, top)
+  np.testing.assert_allclose(s.z, nerf_vae.sample_latent(k_cells, prior_mean, prior_scale), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(s.log_ratio, posterior.log_normal(top, 0.0 * top, 1.0 + 0.0 * top)
+                             - posterior.log_normal(top, q.top_mean, q.top_scale), rtol=1e-4, atol=1e-3)
+  # With the views' cells, the same draw pays for the cells the views see.
+  assert float(nerf_vae.sample_posterior(model, params, q_views, key).kl[0]) > float(s.kl[0]) + 1.0
+
+
 @pytest.mark.parametrize("prior", ["independent", "hierarchical"])
 def test_prior_samples_have_the_latents_shape_and_a_key_reproduces_them(prior):
   model, params = _small(prior)

@@ -119,6 +119,8 @@ def base() -> config_dict.ConfigDict:
   c.model.top_dim = 64  # hierarchical: size of z0
   c.model.prior_channels = 16  # hierarchical: channels of its encoder's and decoder's 3-D convolutions
   c.model.top_down = 0  # hierarchical: features of z0 per cell that the scene function reads beside the cells
+  # hierarchical: False draws every cell from p(cells | z0), the views speaking through z0 alone (no cells' KL)
+  c.model.cells_from_views = True
   # Grid, average: a view vouches for a cell by its depth against the surface the view predicts there; hidden
   # cells follow the prior ("How far are samples from scenes?").
   c.model.depth_lift = False

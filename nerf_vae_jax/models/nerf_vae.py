@@ -68,6 +68,11 @@ class NeRFVAE(nn.Module):
   # prior. Off: a view vouches for every cell it projects into, hidden or not (RESULTS.md, "How far are
   # samples from scenes?": from one view, cells far behind an object were nearly as certain as its surface).
   depth_lift: bool = False
+  # Hierarchical only. False: q(cells | views, z0) = p(cells | z0) on every cell, so the views speak through z0
+  # alone and the cells' KL is zero; the model's own prior then draws latents as its posterior does, given z0.
+  # Why: with the views' cells (True), z0 carried 10-20 of a scene's ~700 nats and p(cells | z0) sampled no
+  # scenes (RESULTS.md, "Does the slot decoder's gain hold, and does z0 carry the scene?").
+  cells_from_views: bool = True
 
   @property
   def _token(self) -> bool:
@@ -139,7 +144,10 @@ class NeRFVAE(nn.Module):
       colours = jax.image.resize(x.reshape(b * k, h, w, 3), out.shape[:3] + (3,), "linear")  # antialiased
       out = jnp.concatenate([out, colours], axis=-1)
     if self.latent == "grid":
-      return self._infer_grid(out.reshape((b, k) + out.shape[1:]), intrinsics, cam_to_world, mask, h, w)
+      q = self._infer_grid(out.reshape((b, k) + out.shape[1:]), intrinsics, cam_to_world, mask, h, w)
+      if self.hierarchical and not self.cells_from_views:  # no cell is the views': p(cells | z0) everywhere
+        q = q._replace(seen=jnp.zeros_like(q.seen))
+      return q
     out = out.reshape((b, k, 2, self.latent_dim))
     return posterior.Posterior(*posterior.COMBINE[self.posterior](out[:, :, 0], out[:, :, 1], mask))
 
