@@ -206,6 +206,33 @@ def test_free_nats_on_z0_lift_its_kl_gradient_below_them_and_leave_the_bound_alo
   assert float(jnp.max(jnp.abs(grad_kl_top[0]))) > 1e-2
 
 
+def test_the_prior_path_trains_the_cells_given_z0_by_rendering_and_leaves_the_bound_alone(tiny_data_dir):
+  """loss.prior_path_weight: the loss gains weight x the log-likelihood of renders from cells ~ p(cells | z0) at
+  the posterior's z0; the ELBO's metrics and draws stay those of a run without it, and p(cells | z0) now learns
+  even where the KL gives it no gradient (beta 0, no balance)."""
+  model, params = _small(latent_dim=4, noise=0.05)
+  src = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)
+  batch = batching.model_inputs(protocol.context_batch([src[0]], 2))
+  loss = jax.jit(lambda p, w: objectives.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=32,
+                                                   likelihood_scale=0.1, beta=0.0, kl_balance=False,
+                                                   prior_path_weight=w, prior_path_rays=16), static_argnums=1)
+  (loss0, m0), (loss1, m1) = loss(params, 0.0), loss(params, 0.5)
+  for name in ("elbo_per_pixel", "ll_per_pixel", "kl", "mse"):
+    assert float(m1[name]) == pytest.approx(float(m0[name]), rel=1e-6), name
+  assert "prior_path_psnr" not in m0 and float(m1["prior_path_mse"]) > 0
+  # Linear in its weight (its draws do not depend on it), and not nothing.
+  loss2 = float(loss(params, 1.0)[0])
+  assert loss2 - float(loss0) == pytest.approx(2 * (float(loss1) - float(loss0)), rel=1e-4)
+  assert abs(float(loss1) - float(loss0)) > 1e-3
+  grads = {w: jax.grad(lambda p: loss(p, w)[0])(params)["params"]["cell_prior_net"] for w in (0.0, 0.5)}
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads[0.0]))
+  assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads[0.5])) > 0.0
+  independent, independent_params = _small(prior="independent")
+  with pytest.raises(errors.ConfigError, match="prior_path_weight needs"):
+    objectives.elbo_loss(independent, independent_params, batch, jax.random.PRNGKey(0), num_rays=32,
+                         likelihood_scale=0.1, prior_path_weight=0.5)
+
+
 def test_product_of_the_views_then_the_prior_is_the_product_of_experts():
   """The views' product, multiplied by N(0, I) afterwards, is the one-step product of experts with N(0, I)."""
   k1, k2 = jax.random.split(jax.random.PRNGKey(0))

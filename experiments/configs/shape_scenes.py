@@ -135,6 +135,10 @@ def base() -> config_dict.ConfigDict:
   c.loss.beta_warmup_steps = 10_000
   c.loss.free_bits = 0.0  # nats per scene below which the KL is not penalised
   c.loss.top_free_nats = 0.0  # the same for z0's KL alone (hierarchical prior; training loss only)
+  # hierarchical: weight of the likelihood of renders from cells ~ p(cells | z0) at the posterior's z0 (training
+  # loss only; objectives.elbo_loss), estimated from this many rays per scene
+  c.loss.prior_path_weight = 0.0
+  c.loss.prior_path_rays = 64
   # Hierarchical prior: p(cells | z0) learns from the whole KL while beta warms up (the encoder's side is
   # scaled by beta); without it z0 collapsed ("Can the model sample scenes?").
   c.loss.kl_balance = True

@@ -355,6 +355,7 @@ class LatentSample(NamedTuple):
   weighted_kl: jax.Array  # beta * kl in value; its gradient: see ``sample_posterior``
   log_q: jax.Array  # log q(z | views), z0 included (hierarchical: log q(z0) + log q(cells | views, z0))
   log_top_prior: jax.Array  # log N(z0; 0, I) (0 without z0): the weights under another cell prior need it
+  top: jax.Array  # the z0 drawn, [B, top_dim] ([B, 0] without z0)
 
 
 def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1.0,
@@ -382,7 +383,8 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
     z = sample_latent(key, q.mean, q.scale)
     log_q = posterior.log_normal(z, q.mean, q.scale)
     kl = posterior.kl_to_standard_normal(q.mean, q.scale)
-    return LatentSample(z, kl, log_prior(model, params, z) - log_q, beta * kl, log_q, jnp.zeros_like(log_q))
+    return LatentSample(z, kl, log_prior(model, params, z) - log_q, beta * kl, log_q, jnp.zeros_like(log_q),
+                        jnp.zeros(z.shape[:1] + (0,), z.dtype))
   k_top, k_cells = jax.random.split(key)
   top = sample_latent(k_top, q.top_mean, q.top_scale)
   (mean, scale), (prior_mean, prior_scale), top_down = _cells_given_top(model, params, q, top)
@@ -396,13 +398,14 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   top_term = jnp.maximum(kl_top, top_free_nats)  # no gradient below the free nats
   if not balance:
     return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * (top_term + kl_cells),
-                        log_q, log_top_prior)
+                        log_q, log_top_prior, top)
   sg = jax.lax.stop_gradient
   # Value beta * kl_cells; gradient beta x on the posterior's side, 1 x on the prior's.
   kl_cells_prior_side = posterior.kl_normal(sg(mean), sg(scale), prior_mean, prior_scale)
   weighted = (beta * (top_term + posterior.kl_normal(mean, scale, sg(prior_mean), sg(prior_scale)))
               + kl_cells_prior_side - sg(kl_cells_prior_side))
-  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), weighted, log_q, log_top_prior)
+  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), weighted, log_q, log_top_prior,
+                      top)
 
 
 def cells_posterior(model: NeRFVAE, params, q: posterior.Posterior, key):
@@ -451,9 +454,15 @@ def sample_prior(model: NeRFVAE, params, key, num: int, temperature: float = 1.0
   if not model.hierarchical:
     return temperature * jax.random.normal(key, (num,) + model.latent_shape)
   k_top, k_cells = jax.random.split(key)
-  top = temperature * jax.random.normal(k_top, (num, model.top_dim))
+  return cells_given_top(model, params, temperature * jax.random.normal(k_top, (num, model.top_dim)), k_cells,
+                         temperature)
+
+
+def cells_given_top(model: NeRFVAE, params, top, key, temperature: float = 1.0):
+  """Latents [B, *latent_shape] with cells ~ p(cells | z0) (their noise scaled by ``temperature``) given z0 =
+  ``top`` [B, top_dim], and the top-down features of z0 (hierarchical prior only)."""
   mean, scale, top_down = model.apply(params, top, method=NeRFVAE.cell_prior)
-  return with_top_down(mean + temperature * scale * jax.random.normal(k_cells, mean.shape), top_down)
+  return with_top_down(mean + temperature * scale * jax.random.normal(key, mean.shape), top_down)
 
 
 def independent_cells(model: NeRFVAE, params, key, num: int):

@@ -79,7 +79,8 @@ def weighted_mse(rays: Rays, rgb):
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
               free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
               object_fraction: float = 0.0, kl_balance: bool = True, opacity_weight: float = 0.0,
-              opacity_estimate: str = "sampled", density_noise: float = 0.0, top_free_nats: float = 0.0):
+              opacity_estimate: str = "sampled", density_noise: float = 0.0, top_free_nats: float = 0.0,
+              prior_path_weight: float = 0.0, prior_path_rays: int = 64):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
@@ -108,6 +109,16 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   training renders (NeRF's regulariser, ``rendering.render_coarse_fine``);
   the metrics are those of the noisy renders.
 
+  ``prior_path_weight`` (hierarchical prior): adds this weight x the
+  log-likelihood (fine and coarse, as above) of the scene rendered from
+  cells ~ p(cells | z0) at the posterior's own z0 draw, estimated from
+  ``prior_path_rays`` fresh rays of the same views. The ELBO trains
+  p(cells | z0) only through the cells' KL, a match of diagonal Gaussians
+  cell by cell; this term asks it to render the scene, which is what the
+  model's own prior samples need (RESULTS.md, "Does the slot decoder's gain
+  hold, and does z0 carry the scene?": cells given a real scene's own z0
+  rendered no better than given z0 ~ N(0, I)). Training loss only.
+
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
     nats), the KL per scene (and, with the hierarchical prior, its z0 part
@@ -126,12 +137,26 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   kl_term = jnp.where(kl > free_bits, sample.weighted_kl, beta * free_bits)  # beta * max(KL, free bits)
   haze = opacity_mean(rays, out["fine"]["acc"], opacity_estimate)  # [B]
   objective = ll["fine"] - kl_term + coarse_weight * ll["coarse"] - opacity_weight * rays.pixels * haze
+  extra = {}
+  if prior_path_weight:
+    if not q.hierarchical:
+      raise errors.ConfigError("config.loss.prior_path_weight needs model.latent=grid and model.prior=hierarchical "
+                               "(it renders cells ~ p(cells | z0)); set it to 0 or choose that prior.")
+    # Keys of their own (folded in), so the ELBO's draws are those of a run without this term.
+    k_cells, k_prior_rays, k_prior_render = jax.random.split(jax.random.fold_in(key, 1), 3)
+    prior_rays = training_rays(batch, k_prior_rays, prior_path_rays, targets=targets, object_fraction=object_fraction)
+    ll_p, out_p = ray_log_likelihood(model, params, nerf_vae.cells_given_top(model, params, sample.top, k_cells),
+                                     prior_rays, k_prior_render, likelihood_scale=likelihood_scale,
+                                     density_noise=density_noise)
+    objective = objective + prior_path_weight * (ll_p["fine"] + coarse_weight * ll_p["coarse"])
+    prior_mse = jnp.mean(weighted_mse(prior_rays, out_p["fine"]["rgb"]))
+    extra = {"prior_path_mse": prior_mse, "prior_path_psnr": image_metrics.psnr(prior_mse, jnp)}
   mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
   metrics = {
       "loss": -per_pixel(objective), "elbo_per_pixel": per_pixel(ll["fine"] - kl),
       "ll_per_pixel": per_pixel(ll["fine"]), "kl_per_pixel": per_pixel(kl), "kl": jnp.mean(kl),
       "mse": mse, "psnr": image_metrics.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
-      "beta": jnp.asarray(beta, jnp.float32), "opacity_penalty": jnp.mean(haze),
+      "beta": jnp.asarray(beta, jnp.float32), "opacity_penalty": jnp.mean(haze), **extra,
   }
   if q.hierarchical:
     metrics["kl_top"] = jnp.mean(posterior.kl_to_standard_normal(q.top_mean, q.top_scale))
