@@ -227,6 +227,19 @@ def test_the_prior_path_trains_the_cells_given_z0_by_rendering_and_leaves_the_bo
   grads = {w: jax.grad(lambda p: loss(p, w)[0])(params)["params"]["cell_prior_net"] for w in (0.0, 0.5)}
   assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads[0.0]))
   assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads[0.5])) > 0.0
+  # prior_path_mean: the term is the likelihood of p(cells | z0)'s mean at the posterior's z0 draw, from its own
+  # rays, rendered as the ELBO's renders are (recomputed here from the keys elbo_loss documents).
+  _, m_mean = objectives.elbo_loss(model, params, batch, jax.random.PRNGKey(0), num_rays=32, likelihood_scale=0.1,
+                                   prior_path_weight=0.5, prior_path_rays=16, prior_path_mean=True)
+  key = jax.random.PRNGKey(0)
+  k_z = jax.random.split(key, 3)[0]
+  top = nerf_vae.sample_posterior(model, params, nerf_vae.infer(model, params, batch), k_z).top
+  _, k_rays, k_render = jax.random.split(jax.random.fold_in(key, 1), 3)
+  rays = ray_sampling.training_rays(batch, k_rays, 16)
+  _, out = objectives.ray_log_likelihood(model, params, nerf_vae.cell_prior(model, params, top)[0], rays, k_render,
+                                         likelihood_scale=0.1)
+  assert float(m_mean["prior_path_mse"]) == pytest.approx(float(objectives.weighted_mse(rays, out["fine"]["rgb"])[0]),
+                                                          rel=1e-5)
   independent, independent_params = _small(prior="independent")
   with pytest.raises(errors.ConfigError, match="prior_path_weight needs"):
     objectives.elbo_loss(independent, independent_params, batch, jax.random.PRNGKey(0), num_rays=32,

@@ -139,6 +139,7 @@ def base() -> config_dict.ConfigDict:
   # loss only; objectives.elbo_loss), estimated from this many rays per scene
   c.loss.prior_path_weight = 0.0
   c.loss.prior_path_rays = 64
+  c.loss.prior_path_mean = False  # render p(cells | z0)'s mean there, not a draw
   # Hierarchical prior: p(cells | z0) learns from the whole KL while beta warms up (the encoder's side is
   # scaled by beta); without it z0 collapsed ("Can the model sample scenes?").
   c.loss.kl_balance = True

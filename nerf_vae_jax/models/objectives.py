@@ -80,7 +80,7 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
               free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
               object_fraction: float = 0.0, kl_balance: bool = True, opacity_weight: float = 0.0,
               opacity_estimate: str = "sampled", density_noise: float = 0.0, top_free_nats: float = 0.0,
-              prior_path_weight: float = 0.0, prior_path_rays: int = 64):
+              prior_path_weight: float = 0.0, prior_path_rays: int = 64, prior_path_mean: bool = False):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
@@ -118,6 +118,9 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   model's own prior samples need (RESULTS.md, "Does the slot decoder's gain
   hold, and does z0 carry the scene?": cells given a real scene's own z0
   rendered no better than given z0 ~ N(0, I)). Training loss only.
+  ``prior_path_mean``: render p(cells | z0)'s mean instead of a draw, so
+  that the cells follow z0 deterministically (sampled then with the cells'
+  noise at temperature 0).
 
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
@@ -145,9 +148,9 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
     # Keys of their own (folded in), so the ELBO's draws are those of a run without this term.
     k_cells, k_prior_rays, k_prior_render = jax.random.split(jax.random.fold_in(key, 1), 3)
     prior_rays = training_rays(batch, k_prior_rays, prior_path_rays, targets=targets, object_fraction=object_fraction)
-    ll_p, out_p = ray_log_likelihood(model, params, nerf_vae.cells_given_top(model, params, sample.top, k_cells),
-                                     prior_rays, k_prior_render, likelihood_scale=likelihood_scale,
-                                     density_noise=density_noise)
+    cells = nerf_vae.cells_given_top(model, params, sample.top, k_cells, 0.0 if prior_path_mean else 1.0)
+    ll_p, out_p = ray_log_likelihood(model, params, cells, prior_rays, k_prior_render,
+                                     likelihood_scale=likelihood_scale, density_noise=density_noise)
     objective = objective + prior_path_weight * (ll_p["fine"] + coarse_weight * ll_p["coarse"])
     prior_mse = jnp.mean(weighted_mse(prior_rays, out_p["fine"]["rgb"]))
     extra = {"prior_path_mse": prior_mse, "prior_path_psnr": image_metrics.psnr(prior_mse, jnp)}
