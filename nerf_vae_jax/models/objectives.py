@@ -118,9 +118,9 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   model's own prior samples need (RESULTS.md, "Does the slot decoder's gain
   hold, and does z0 carry the scene?": cells given a real scene's own z0
   rendered no better than given z0 ~ N(0, I)). Training loss only.
-  ``prior_path_mean``: render p(cells | z0)'s mean instead of a draw, so
-  that the cells follow z0 deterministically (sampled then with the cells'
-  noise at temperature 0).
+  ``prior_path_mean``: render p(cells | z0)'s mean instead of a draw (cells
+  that follow z0 deterministically). Neither made the own prior's samples
+  better (RESULTS.md, "Can z0 carry the scene?"); both are off by default.
 
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
