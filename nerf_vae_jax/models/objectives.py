@@ -128,6 +128,9 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
     ``kl_top``), the fine pass's MSE and PSNR (estimates over whole images),
     and beta.
   """
+  if prior_path_weight and not model.hierarchical:
+    raise errors.ConfigError("config.loss.prior_path_weight needs model.latent=grid and model.prior=hierarchical "
+                             "(it renders cells ~ p(cells | z0)); set it to 0 or choose that prior.")
   k_z, k_rays, k_render = jax.random.split(key, 3)
   q = nerf_vae.infer(model, params, batch)
   sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta, balance=kl_balance,
@@ -142,9 +145,6 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   objective = ll["fine"] - kl_term + coarse_weight * ll["coarse"] - opacity_weight * rays.pixels * haze
   extra = {}
   if prior_path_weight:
-    if not q.hierarchical:
-      raise errors.ConfigError("config.loss.prior_path_weight needs model.latent=grid and model.prior=hierarchical "
-                               "(it renders cells ~ p(cells | z0)); set it to 0 or choose that prior.")
     # Keys of their own (folded in), so the ELBO's draws are those of a run without this term.
     k_cells, k_prior_rays, k_prior_render = jax.random.split(jax.random.fold_in(key, 1), 3)
     prior_rays = training_rays(batch, k_prior_rays, prior_path_rays, targets=targets, object_fraction=object_fraction)
