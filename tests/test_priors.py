@@ -108,7 +108,7 @@ def test_cells_from_z0_alone_draw_every_cell_from_the_prior_given_z0_at_no_kl(ti
   top = nerf_vae.sample_latent(k_top, q.top_mean, q.top_scale)
   prior_mean, prior_scale = nerf_vae.cell_prior(model, params, top)
   np.testing.assert_allclose(s.z, nerf_vae.sample_latent(k_cells, prior_mean, prior_scale), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(s.log_ratio, posterior.log_normal(top, 0.0 * top, 1.0 + 0.0 * top)
+  np.testing.assert_allclose(s.log_ratio, posterior.log_normal(top, jnp.zeros_like(top), jnp.ones_like(top))
                              - posterior.log_normal(top, q.top_mean, q.top_scale), rtol=1e-4, atol=1e-3)
   # With the views' cells, the same draw pays for the cells the views see.
   assert float(nerf_vae.sample_posterior(model, params, q_views, key).kl[0]) > float(s.kl[0]) + 1.0
