@@ -24,7 +24,8 @@ encoding sizes, width W, depth L):
 and per_scene_mlp the layers run once per scene and pass (FiLM or token
 projections, the background head). The hierarchical prior adds its q(z0)
 encoder and p(cells | z0) decoder once per scene (``prior_flops``: 3-D
-convolutions cost 2 x 27 C_in C_out per output cell).
+convolutions cost 2 x 27 C_in C_out per output cell); the factor prior its
+projections of each scene's latent onto its factors.
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ def grid_head_flops(model) -> int:
 
 
 def prior_flops(model) -> int:
-  """Forward FLOPs of the hierarchical prior's networks (``models/priors.py``) for one scene; 0 without it."""
+  """Forward FLOPs of the hierarchical prior's networks (``models/priors.py``) for one scene, or of the factor
+  prior's projections (L k numbers, three times: the KL's two sides and the importance ratio; its Woodbury
+  factors, O(L k^2) once per step for the whole batch, are left out); 0 with the independent prior."""
+  if model.factor:
+    return 3 * 2 * math.prod(model.latent_shape) * model.prior_rank
   if not model.hierarchical:
     return 0
   g, ch, top, d = model.grid_size, model.prior_channels, model.top_dim, model.latent_dim

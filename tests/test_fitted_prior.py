@@ -31,6 +31,28 @@ def test_log_prob_is_the_dense_gaussian_density_and_standard_normal_without_fact
   np.testing.assert_allclose(fitted_prior.log_prob(std, z), expected, rtol=1e-5)
 
 
+def test_kl_from_a_diagonal_gaussian_is_the_dense_closed_form_and_the_monte_carlo_estimate():
+  p = _random_prior(dim=6, rank=2)
+  r = np.random.default_rng(1)
+  mean, scale = r.normal(size=(3, 2, 3)), r.uniform(0.3, 1.5, size=(3, 2, 3))  # [B, ...] flattened to 6
+  kl = fitted_prior.kl_from_diagonal(p, jnp.asarray(mean, jnp.float32), jnp.asarray(scale, jnp.float32))
+  cov = np.asarray(p.factors, np.float64) @ np.asarray(p.factors, np.float64).T + np.diag(np.asarray(p.diag))
+  inv = np.linalg.inv(cov)
+  for i in range(3):
+    m, s2 = mean[i].reshape(-1) - np.asarray(p.mean), np.square(scale[i].reshape(-1))
+    dense = 0.5 * (np.sum(np.diag(inv) * s2) + m @ inv @ m - 6 + np.linalg.slogdet(cov)[1] - np.sum(np.log(s2)))
+    assert float(kl[i]) == pytest.approx(dense, rel=1e-4)
+  # E_q[log q - log p], by Monte Carlo, for the first scene.
+  z = mean[0].reshape(-1) + scale[0].reshape(-1) * np.random.default_rng(2).normal(size=(200_000, 6))
+  log_q = -0.5 * np.sum(np.square((z - mean[0].reshape(-1)) / scale[0].reshape(-1)) + np.log(2 * np.pi * np.square(
+      scale[0].reshape(-1))), 1)
+  assert float(kl[0]) == pytest.approx(float(np.mean(log_q - _dense_log_prob(p, z))), abs=0.02)
+  # Zero when q is p: a prior without factors, and q its own diagonal Gaussian.
+  diagonal = p._replace(factors=jnp.zeros_like(p.factors))
+  np.testing.assert_allclose(fitted_prior.kl_from_diagonal(diagonal, p.mean[None], jnp.sqrt(p.diag)[None]), 0.0,
+                             atol=1e-4)
+
+
 def test_samples_have_the_priors_mean_and_covariance():
   p = _random_prior(dim=6, rank=2)
   z = np.asarray(fitted_prior.sample(p, jax.random.PRNGKey(0), 200_000), np.float64)

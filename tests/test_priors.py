@@ -12,7 +12,7 @@ from nerf_vae_jax import batching
 from nerf_vae_jax import errors
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import protocol
-from nerf_vae_jax.models import grid, nerf_vae, objectives, posterior, priors, ray_sampling
+from nerf_vae_jax.models import fitted_prior, grid, nerf_vae, objectives, posterior, priors, ray_sampling
 
 
 def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3, prior_net="per_cell",
@@ -114,7 +114,7 @@ def test_cells_from_z0_alone_draw_every_cell_from_the_prior_given_z0_at_no_kl(ti
   assert float(nerf_vae.sample_posterior(model, params, q_views, key).kl[0]) > float(s.kl[0]) + 1.0
 
 
-@pytest.mark.parametrize("prior", ["independent", "hierarchical"])
+@pytest.mark.parametrize("prior", ["independent", "hierarchical", "factor"])
 def test_prior_samples_have_the_latents_shape_and_a_key_reproduces_them(prior):
   model, params = _small(prior)
   sample = jax.jit(lambda k: nerf_vae.sample_prior(model, params, k, 5))
@@ -125,6 +125,10 @@ def test_prior_samples_have_the_latents_shape_and_a_key_reproduces_them(prior):
   cold = nerf_vae.sample_prior(model, params, jax.random.PRNGKey(0), 5, temperature=0.0)
   if prior == "independent":
     np.testing.assert_array_equal(cold, 0.0)
+  elif prior == "factor":  # the prior's mean
+    mean = nerf_vae.prior_density(model, params).mean.reshape(model.latent_shape)
+    assert float(jnp.max(jnp.abs(mean))) > 0.1
+    np.testing.assert_allclose(cold, jnp.broadcast_to(mean, cold.shape), rtol=1e-6)
   else:  # the cells' means at z0 = 0, the same for every sample
     np.testing.assert_allclose(cold, jnp.broadcast_to(nerf_vae.cell_prior(model, params, jnp.zeros((1, 2)))[0],
                                                       cold.shape), rtol=1e-6)
@@ -246,6 +250,89 @@ def test_the_prior_path_trains_the_cells_given_z0_by_rendering_and_leaves_the_bo
   with pytest.raises(errors.ConfigError, match="prior_path_weight needs"):
     objectives.elbo_loss(independent, independent_params, batch, key, num_rays=32, likelihood_scale=0.1,
                          prior_path_weight=0.5)
+
+
+def test_the_factor_prior_is_the_models_own_density_and_learns_at_the_full_rate(tiny_data_dir):
+  """model.prior=factor: the KL is the closed form against N(mean, F F^T + diag(d)), the importance ratio uses
+  its density, cells no view sees follow its marginal, and its parameters take the whole KL's gradient while
+  the posterior takes beta x it; a whole training loss has finite gradients that reach the factors."""
+  model, params = _small(prior="factor", prior_rank=3)
+  p = nerf_vae.prior_density(model, params)
+  assert p.factors.shape == (model.grid_size ** 3 * model.latent_dim, 3)
+  shape = (1,) + model.latent_shape
+  q = posterior.Posterior(mean=0.3 * jax.random.normal(jax.random.PRNGKey(2), shape), scale=jnp.full(shape, 0.6))
+  key, beta = jax.random.PRNGKey(3), 0.25
+  s = nerf_vae.sample_posterior(model, params, q, key, beta=beta)
+  z = nerf_vae.sample_latent(key, q.mean, q.scale)
+  np.testing.assert_allclose(s.z, z)
+  np.testing.assert_allclose(s.kl, fitted_prior.kl_from_diagonal(p, q.mean, q.scale), rtol=1e-6)
+  np.testing.assert_allclose(s.log_ratio, fitted_prior.log_prob(p, z) - posterior.log_normal(z, q.mean, q.scale),
+                             rtol=1e-5)
+  np.testing.assert_allclose(s.weighted_kl, beta * s.kl, rtol=1e-5)
+  src = source.SceneSource("shape_scenes/tiny", "test", tiny_data_dir)
+  batch = batching.model_inputs(protocol.context_batch([src[0]], 1))
+  independent = model.clone(prior="independent")
+
+  @jax.jit  # one compile for the rest
+  def rest(pr):
+    grads = lambda field, b: jax.grad(lambda pr, f: jnp.sum(getattr(nerf_vae.sample_posterior(
+        model, pr, posterior.Posterior(*f), key, beta=b), field)), argnums=(0, 1))(pr, (q.mean, q.scale))
+    no_view = dict(batch, context_mask=jnp.zeros_like(batch["context_mask"]))
+    loss = lambda x: objectives.elbo_loss(model, x, batch, key, num_rays=32, likelihood_scale=0.1, beta=0.0)[0]
+    return (grads("kl", 1.0), grads("weighted_kl", beta), nerf_vae.infer(model, pr, batch).mean,
+            nerf_vae.infer(independent, pr, batch).mean, nerf_vae.infer(model, pr, no_view), jax.grad(loss)(pr))
+
+  ((p_kl, q_kl), (p_w, q_w), q_views, q_independent, q_none, g) = rest(params)
+  close = lambda a, b: jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), a, b)
+  close(p_w["params"]["latent_prior"], p_kl["params"]["latent_prior"])  # the prior: unweighted
+  close(q_w, (beta * q_kl[0], beta * q_kl[1]))  # the posterior: beta x
+  assert float(jnp.max(jnp.abs(p_kl["params"]["latent_prior"]["factors"]))) > 1e-4
+  # The views' posterior: the views' own where they see (here every cell), and where no view sees (here: no
+  # real view), the prior's marginal mean and scale, not N(0, I).
+  np.testing.assert_allclose(q_views, q_independent)
+  np.testing.assert_allclose(q_none.mean[0], p.mean.reshape(model.latent_shape), rtol=1e-6)
+  np.testing.assert_allclose(q_none.scale[0], fitted_prior.marginal_scale(p).reshape(model.latent_shape), rtol=1e-6)
+  assert float(jnp.max(jnp.abs(q_none.scale - 1.0))) > 1e-3
+  # A whole training loss at beta 0: finite gradients, and the prior still learns (the balanced KL).
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+  assert float(jnp.max(jnp.abs(g["params"]["latent_prior"]["factors"]))) > 0.0
+  with pytest.raises(errors.ConfigError, match="prior_rank"):
+    _small(prior="factor", prior_rank=0)
+
+
+def test_the_factor_prior_learns_the_direction_the_posteriors_share():
+  """Trained by the KL alone on posteriors N(a_i v, s^2 I) whose means lie on one line v, the factor prior finds
+  v as its factor, and s^2 on its diagonal: the aggregate posterior's Gaussian, as factor analysis fits it."""
+  import optax
+  size, s = 12, 0.3
+  v = jnp.asarray(np.random.default_rng(0).normal(size=size), jnp.float32)
+  v = v / jnp.linalg.norm(v)
+  module = priors.FactorPrior(size, 1)
+  params = module.init(jax.random.PRNGKey(0))
+  tx = optax.adam(0.03)
+
+  def loss(pr, key):
+    a = 2.0 * jax.random.normal(key, (64, 1))
+    return jnp.mean(fitted_prior.kl_from_diagonal(module.apply(pr), a * v, jnp.full((64, size), s)))
+
+  @jax.jit
+  def step(pr, opt, key):
+    value, g = jax.value_and_grad(loss)(pr, key)
+    updates, opt = tx.update(g, opt)
+    return optax.apply_updates(pr, updates), opt, value
+
+  opt, losses = tx.init(params), []
+  for key in jax.random.split(jax.random.PRNGKey(1), 600):
+    params, opt, value = step(params, opt, key)
+    losses.append(float(value))
+  p = module.apply(params)
+  factor = p.factors[:, 0]
+  assert abs(float(factor @ v)) / float(jnp.linalg.norm(factor)) > 0.98
+  assert float(jnp.linalg.norm(factor)) == pytest.approx(2.0, rel=0.1)  # the spread of a along v
+  np.testing.assert_allclose(p.diag, s * s, rtol=0.15)
+  # The least expected KL any Gaussian prior reaches here: 0.5 log((4 + s^2) / s^2), along v alone.
+  assert np.mean(losses[:10]) > 5.0
+  assert np.mean(losses[-100:]) == pytest.approx(0.5 * np.log((4 + s * s) / (s * s)), rel=0.05)
 
 
 def test_product_of_the_views_then_the_prior_is_the_product_of_experts():

@@ -113,8 +113,10 @@ def base() -> config_dict.ConfigDict:
   c.model.colour_features = False
   c.model.posterior = "average"  # "average" (the reference) or "poe" (product of experts)
   # Grid only: the prior of the cells. "independent": N(0, I) on every cell (the reference); "hierarchical":
-  # a scene-level z0 ~ N(0, I) and p(cells | z0) (nerf_vae_jax/models/priors.py).
+  # a scene-level z0 ~ N(0, I) and p(cells | z0); "factor": one Gaussian over the whole latent with prior_rank
+  # shared factors, the second-stage prior's family learned with the model (nerf_vae_jax/models/priors.py).
   c.model.prior = "independent"
+  c.model.prior_rank = 128  # factor: its shared factors (as the second-stage prior, experiments.fit_prior)
   c.model.prior_net = "per_cell"  # hierarchical: "per_cell" (a dense basis per cell) or "pyramid" (2 -> 4 -> 8)
   c.model.top_dim = 64  # hierarchical: size of z0
   c.model.prior_channels = 16  # hierarchical: channels of its encoder's and decoder's 3-D convolutions

@@ -18,6 +18,10 @@ p2 is a proper density, so it can replace the model's prior in the ELBO and
 the IWAE bound (``evaluation/second_stage.py``): the bounds stay bounds on the
 log-likelihood of the model whose prior is p2. The decoder is unchanged.
 
+The same family also serves as the model's own prior, learned with the
+model through ``kl_from_diagonal`` (``model.prior="factor"``,
+``models/priors.py``).
+
 Pure functions on numpy/JAX arrays; densities use the Woodbury identity, so
 nothing of size L x L is formed.
 """
@@ -93,25 +97,49 @@ def explained_variance(p: FittedPrior) -> float:
   return low / (low + float(jnp.sum(p.diag)))
 
 
-def sample(p: FittedPrior, key, num: int):
-  """Latents [num, L] from p2."""
+def sample(p: FittedPrior, key, num: int, temperature: float = 1.0):
+  """Latents [num, L] from p2, their noise scaled by ``temperature`` (1: p2 itself)."""
   k_low, k_diag = jax.random.split(key)
   low = jax.random.normal(k_low, (num, p.factors.shape[1])) @ p.factors.T
-  return p.mean + low + jnp.sqrt(p.diag) * jax.random.normal(k_diag, (num, p.mean.shape[0]))
+  return p.mean + temperature * (low + jnp.sqrt(p.diag) * jax.random.normal(k_diag, (num, p.mean.shape[0])))
+
+
+def _woodbury(p: FittedPrior):
+  """(G [k, L], log|C|) of C = D + F F^T, with C^-1 = D^-1 - G^T G: G = R^-1 F^T D^-1, where
+  M = I + F^T D^-1 F = R R^T (Cholesky) and log|C| = log|D| + log|M|. Nothing L x L is formed: O(L k^2)."""
+  fd = p.factors / p.diag[:, None]
+  chol = jnp.linalg.cholesky(jnp.eye(p.factors.shape[1]) + p.factors.T @ fd)
+  g = jax.scipy.linalg.solve_triangular(chol, fd.T, lower=True)
+  return g, jnp.sum(jnp.log(p.diag)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
 
 
 def log_prob(p: FittedPrior, z):
   """log p2(z) [B] of latents z [B, ...] (flattened to [B, L])."""
   x = z.reshape(z.shape[0], -1) - p.mean
-  f, d = p.factors, p.diag
-  # C = D + F F^T: C^-1 = D^-1 - D^-1 F M^-1 F^T D^-1 and log|C| = log|D| + log|M|, M = I + F^T D^-1 F.
-  fd = f / d[:, None]
-  m = jnp.eye(f.shape[1]) + f.T @ fd
-  chol = jnp.linalg.cholesky(m)
-  proj = jax.scipy.linalg.solve_triangular(chol, (x @ fd).T, lower=True)  # [k, B]
-  maha = jnp.sum(x * x / d, -1) - jnp.sum(proj * proj, 0)
-  logdet = jnp.sum(jnp.log(d)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+  g, logdet = _woodbury(p)
+  maha = jnp.sum(x * x / p.diag, -1) - jnp.sum(jnp.square(x @ g.T), -1)
   return -0.5 * (maha + logdet + x.shape[1] * math.log(2 * math.pi))
+
+
+def kl_from_diagonal(p: FittedPrior, mean, scale):
+  """KL(N(mean, diag(scale^2)) || p2) [B] of diagonal Gaussians with mean and scale [B, ...] (flattened to
+  [B, L]), in closed form: (tr(C^-1 S) + delta^T C^-1 delta - L + log|C| - log|S|) / 2, delta = mean - p2's.
+
+  With C^-1 = D^-1 - G^T G (``_woodbury``) the trace is sum(s^2 / d) - sum(s^2 h), h the column sums of
+  G^2, which every scene shares: O(L k^2) once, then O(L k) per scene. Why closed form: a model whose prior is
+  p2 (``model.prior="factor"``) trains through this KL, and a one-sample estimate of it would be far noisier."""
+  m = mean.reshape(mean.shape[0], -1)
+  s2 = jnp.square(scale.reshape(scale.shape[0], -1))
+  g, logdet = _woodbury(p)
+  delta = m - p.mean
+  trace = jnp.sum(s2 / p.diag, -1) - s2 @ jnp.sum(jnp.square(g), 0)
+  maha = jnp.sum(delta * delta / p.diag, -1) - jnp.sum(jnp.square(delta @ g.T), -1)
+  return 0.5 * (trace + maha - m.shape[1] + logdet - jnp.sum(jnp.log(s2), -1))
+
+
+def marginal_scale(p: FittedPrior):
+  """The standard deviation [L] of each coordinate under p2 alone: sqrt(d + |F_i|^2)."""
+  return jnp.sqrt(p.diag + jnp.sum(jnp.square(p.factors), -1))
 
 
 def save(path: str, p: FittedPrior, **info) -> None:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from nerf_vae_jax import errors, geometry, rendering
-from nerf_vae_jax.models import grid, posterior, scene_function
+from nerf_vae_jax.models import fitted_prior, grid, posterior, scene_function
 from nerf_vae_jax.models import priors
 from nerf_vae_jax.models.encoder import Encoder
 from nerf_vae_jax.models.scene_function import BackgroundHead
@@ -56,9 +56,11 @@ class NeRFVAE(nn.Module):
   # Grid only: the views' colours, resized to the feature map, join its channels. The encoder ends in a
   # GroupNorm, which normalises away each view's absolute colour level (a plain backdrop's colour).
   colour_features: bool = False
-  # Grid only: "independent" (N(0, I) on every cell, the reference) or "hierarchical" (a scene-level z0 and
-  # p(cells | z0), models/priors.py), with z0's size and the prior networks' channels.
+  # Grid only: "independent" (N(0, I) on every cell, the reference), "hierarchical" (a scene-level z0 and
+  # p(cells | z0), models/priors.py), with z0's size and the prior networks' channels, or "factor" (one
+  # Gaussian over the whole latent with prior_rank shared factors, models/priors.py).
   prior: str = "independent"
+  prior_rank: int = 128
   top_dim: int = 32
   prior_channels: int = 32
   prior_net: str = "pyramid"  # or "per_cell" or "slots" (models/priors.py)
@@ -82,6 +84,10 @@ class NeRFVAE(nn.Module):
   @property
   def hierarchical(self) -> bool:
     return self.prior == "hierarchical" and self.latent == "grid"
+
+  @property
+  def factor(self) -> bool:
+    return self.prior == "factor" and self.latent == "grid"
 
   @property
   def latent_shape(self) -> tuple[int, ...]:
@@ -118,6 +124,11 @@ class NeRFVAE(nn.Module):
       self.top_encoder = priors.TopEncoder(self.top_dim, self.prior_channels, self.grid_size, self.prior_net)
       self.cell_prior_net = priors.CellPrior(self.latent_dim, self.prior_channels, self.grid_size, self.prior_net,
                                                 self.top_down)
+    if self.factor:
+      if self.prior_rank < 1:
+        raise errors.ConfigError(f"config.model.prior_rank={self.prior_rank}: the factor prior needs at least one "
+                                 f"factor; choose e.g. 64.")
+      self.latent_prior = priors.FactorPrior(math.prod(self.latent_shape), self.prior_rank)
     self.scene_function = scene_function.of_settings(self, conditioning=self.latent,
                                                      scene_radius=self.scene_radius, dtype=self.dtype)
     self.background = BackgroundHead()
@@ -164,8 +175,9 @@ class NeRFVAE(nn.Module):
     mu, raw_scale = jnp.split(out, 2, axis=-1)
     mean, scale = posterior.average(mu, raw_scale, w / jnp.maximum(total, 1e-6)[:, None])  # before the blend
     share = jnp.minimum(total, 1.0)
-    if not self.hierarchical:  # blended with N(0, I) here; the hierarchical prior blends in _cells_given_top
-      return posterior.Posterior(blend(share[..., None], mean, 0.0), blend(share[..., None], scale, 1.0))
+    if not self.hierarchical:  # blended with the prior here; the hierarchical prior blends in _cells_given_top
+      prior_mean, prior_scale = self._prior_marginal()
+      return posterior.Posterior(blend(share[..., None], mean, prior_mean), blend(share[..., None], scale, prior_scale))
     feats = posterior.masked_mean(h.astype(jnp.float32), seen)
     seen_any = jnp.any(seen, axis=1)
     top_mean, top_raw = self.top_encoder(feats, seen_any)
@@ -195,6 +207,11 @@ class NeRFVAE(nn.Module):
       out = jnp.concatenate([out, token[:, :, None]], axis=2)  # [B, K, N + 1, 2D]
       seen = jnp.concatenate([seen, mask[:, :, None]], axis=2)  # every real view sees the whole scene
     mu, raw = jnp.split(out, 2, axis=-1)
+    if self.factor:  # a cell no view sees: the prior's marginal there (the combinations give it N(0, I))
+      mean, scale = posterior.COMBINE[self.posterior](mu, raw, seen)
+      seen_any = jnp.any(seen, axis=1)[..., None]
+      prior_mean, prior_scale = self._prior_marginal()
+      return posterior.Posterior(blend(seen_any, mean, prior_mean), blend(seen_any, scale, prior_scale))
     if not self.hierarchical:
       return posterior.Posterior(*posterior.COMBINE[self.posterior](mu, raw, seen))
     # The views' part of q(cells | views, z0): their average, or (poe) their product, which
@@ -206,6 +223,18 @@ class NeRFVAE(nn.Module):
     seen_any = jnp.any(seen, axis=1)  # [B, N]
     top_mean, top_raw = self.top_encoder(feats, seen_any)
     return posterior.Posterior(mean, scale, top_mean, posterior.to_scale(top_raw), seen_any)
+
+  def _prior_marginal(self):
+    """Each latent number's prior (mean, scale) [*latent_shape] alone, what a cell no view sees falls back on:
+    N(0, 1), or the factor prior's marginal (held fixed there: the prior learns from the KL, not from this)."""
+    if not self.factor:
+      return 0.0, 1.0
+    p = jax.lax.stop_gradient(self.latent_prior())
+    return p.mean.reshape(self.latent_shape), fitted_prior.marginal_scale(p).reshape(self.latent_shape)
+
+  def prior_density(self):
+    """The factor prior (``fitted_prior.FittedPrior`` over the flattened latent)."""
+    return self.latent_prior()
 
   def cell_prior(self, top):
     """p(cells | z0) of the hierarchical prior: (mean, scale) [B, G^3, D] of z0 [B, top_dim], and the
@@ -266,13 +295,15 @@ class NeRFVAE(nn.Module):
     if self.hierarchical:  # creates the prior's parameters
       prior_mean, _, top_down = self.cell_prior(q.top_mean)
       z = with_top_down(blend(q.seen[..., None], z, prior_mean), top_down)
+    if self.factor:  # creates the prior's parameters
+      self.latent_prior()
     return self.render_rays(z, origins, directions, key)
 
 
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
   choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE),
-             "prior": ("independent", "hierarchical"), "prior_net": priors.NETS}
+             "prior": ("independent", "hierarchical", "factor"), "prior_net": priors.NETS}
   for field, allowed in choices.items():
     value = config.get(field, getattr(NeRFVAE, field, None))  # runs saved before a field existed: its default
     if value not in allowed:
@@ -337,10 +368,17 @@ def _cells_given_top(model: NeRFVAE, params, q: posterior.Posterior, top):
   return (blend(seen, mean, prior_mean), blend(seen, scale, prior_scale)), (prior_mean, prior_scale), top_down
 
 
+def prior_density(model: NeRFVAE, params) -> fitted_prior.FittedPrior:
+  """The factor prior N(mean, F F^T + diag(d)) over the flattened latent (``model.prior="factor"`` only)."""
+  return model.apply(params, method=NeRFVAE.prior_density)
+
+
 def log_prior(model: NeRFVAE, params, z, top=None, cells_given_top=None):
-  """log p(z) [B] of latents z [B, *latent_shape]: log N(z; 0, I), or with the hierarchical prior
-  log N(z0; 0, I) + log p(cells | z0) of z0 = ``top`` [B, top_dim] (``cells_given_top``: p(cells | z0)'s
+  """log p(z) [B] of latents z [B, *latent_shape]: log N(z; 0, I), the factor prior's, or with the hierarchical
+  prior log N(z0; 0, I) + log p(cells | z0) of z0 = ``top`` [B, top_dim] (``cells_given_top``: p(cells | z0)'s
   (mean, scale) if already computed; top-down features, a function of z0, carry no density of their own)."""
+  if model.factor:
+    return fitted_prior.log_prob(prior_density(model, params), z)
   if not model.hierarchical:
     return posterior.log_normal(z, jnp.zeros_like(z), jnp.ones_like(z))
   mean, scale = cell_prior(model, params, top) if cells_given_top is None else cells_given_top
@@ -363,7 +401,7 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
                      balance: bool = True, top_free_nats: float = 0.0) -> LatentSample:
   """One reparameterised latent z ~ q(z | views), its KL term and its log importance ratio.
 
-  The KL is in closed form with the independent prior; with the hierarchical
+  The KL is in closed form with the independent and the factor prior; with the hierarchical
   one it is KL(q(z0) || N(0, I)) + KL(q(cells | z0) || p(cells | z0)) at the
   sampled z0, an unbiased estimate.
 
@@ -373,13 +411,27 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   is free to move, but the prior follows it at the full rate instead of
   learning nothing (a p(cells | z0) trained at beta ~ 0 stayed blind to z0,
   and q(z0) collapsed onto N(0, I); RESULTS.md, "Can the model sample scenes?"). At
-  beta = 1 the gradient is the ELBO's. ``balance=False``: beta x KL, all of it.
+  beta = 1 the gradient is the ELBO's. The factor prior learns the same way. ``balance=False``: beta x KL,
+  all of it.
 
   ``top_free_nats``: below this many nats per scene, z0's KL is not penalised (free bits on z0 alone, in
   ``weighted_kl`` only; the KL, the ratio and so the bounds are the ELBO's). Why: trained without them, z0
   carried 10-20 of a scene's ~700 nats, and p(cells | z0) given a real scene's own z0 sampled no better than
   given z0 ~ N(0, I) (RESULTS.md, "Does the slot decoder's gain hold, and does z0 carry the scene?").
   """
+  if model.factor:
+    z = sample_latent(key, q.mean, q.scale)
+    log_q = posterior.log_normal(z, q.mean, q.scale)
+    p = prior_density(model, params)
+    kl = fitted_prior.kl_from_diagonal(p, q.mean, q.scale)
+    empty = jnp.zeros(z.shape[:1] + (0,), z.dtype)
+    if not balance:
+      return LatentSample(z, kl, fitted_prior.log_prob(p, z) - log_q, beta * kl, log_q, jnp.zeros_like(log_q), empty)
+    sg = jax.lax.stop_gradient
+    # Value beta * kl; gradient beta x on the posterior's side, 1 x on the prior's (as for p(cells | z0) below).
+    prior_side = fitted_prior.kl_from_diagonal(p, sg(q.mean), sg(q.scale))
+    weighted = beta * fitted_prior.kl_from_diagonal(sg(p), q.mean, q.scale) + prior_side - sg(prior_side)
+    return LatentSample(z, kl, fitted_prior.log_prob(p, z) - log_q, weighted, log_q, jnp.zeros_like(log_q), empty)
   if not q.hierarchical:
     z = sample_latent(key, q.mean, q.scale)
     log_q = posterior.log_normal(z, q.mean, q.scale)
@@ -452,6 +504,8 @@ def sample_prior(model: NeRFVAE, params, key, num: int, temperature: float = 1.0
   ``temperature`` scales every level's noise (1: the prior itself; below 1:
   samples nearer the modes, as NVAE shows them).
   """
+  if model.factor:
+    return fitted_prior.sample(prior_density(model, params), key, num, temperature).reshape((num,) + model.latent_shape)
   if not model.hierarchical:
     return temperature * jax.random.normal(key, (num,) + model.latent_shape)
   k_top, k_cells = jax.random.split(key)

@@ -1,4 +1,4 @@
-"""The hierarchical prior of the grid latent: a scene-level z0 and p(cells | z0).
+"""The learned priors of the grid latent: a scene-level z0 and p(cells | z0), or one low-rank Gaussian.
 
 With ``model.prior="independent"`` (the reference) every cell of the grid
 latent has its own N(0, I) prior, so nothing says how cells go together: a
@@ -30,6 +30,18 @@ the ELBO and the IWAE bound stay bounds on log p(views). Both networks end in
 zero-initialised layers: at initialisation p(cells | z0) = N(0, I) and
 q(z0) = N(0, I), the independent prior's starting point.
 
+``model.prior="factor"`` is one Gaussian over the whole latent, flattened to
+L numbers, with k = ``model.prior_rank`` shared factors (``FactorPrior``):
+
+  z ~ N(mean, F F^T + diag(d))      mean, d [L], F [L, k]
+
+the family of the second-stage prior (``models/fitted_prior.py``), whose
+samples were the best of every prior tried (RESULTS.md, "Does a prior fitted
+afterwards sample better?"), learned here with the model through the KL in
+closed form, so that the model's own prior samples as it does and the ELBO
+stays a bound. Its factors are z0 integrated out exactly: a linear
+p(cells | z0) with no q(z0) to collapse.
+
 Grids: [B, G, G, G, C] with axes (x, y, z), the cell order of ``models/grid.py``
 (flat index (ix G + iy) G + iz). G must be a power of two (the decoder doubles
 2 -> 4 -> ... -> G; the encoder halves G -> ... -> 2).
@@ -41,7 +53,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from nerf_vae_jax import errors
-from nerf_vae_jax.models import grid
+from nerf_vae_jax.models import fitted_prior, grid, posterior
 
 
 def check_grid_size(grid_size: int) -> None:
@@ -156,3 +168,21 @@ class CellPrior(nn.Module):
     if self.top_down:
       context = nn.Dense(self.top_down, name="top_down")(x).reshape(b, self.grid_size ** 3, self.top_down)
     return mean, raw, context
+
+
+FACTOR_INIT = 0.01  # the factors' initial std: at F = 0 the KL's gradient in F is 0 (a saddle), so F starts off it
+
+
+class FactorPrior(nn.Module):
+  """() -> the prior N(mean, F F^T + diag(d)) over latents of ``size`` numbers, as a ``fitted_prior.FittedPrior``.
+
+  Starts at N(0, I) (d = 1, mean 0) with small random factors."""
+  size: int
+  rank: int
+
+  @nn.compact
+  def __call__(self) -> fitted_prior.FittedPrior:
+    mean = self.param("mean", nn.initializers.zeros, (self.size,))
+    factors = self.param("factors", nn.initializers.normal(FACTOR_INIT), (self.size, self.rank))
+    raw = self.param("raw_scale", nn.initializers.zeros, (self.size,))
+    return fitted_prior.FittedPrior(mean, factors, jnp.square(posterior.to_scale(raw)))
