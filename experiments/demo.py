@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -44,6 +45,7 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   data_dir = os.path.abspath(data_dir or os.path.join(out, "tensorflow_datasets"))  # config.json works anywhere
   config.data.name, config.data.data_dir = dataset, data_dir
   build.build(config.data.name, data_dir)
+  os.makedirs(out, exist_ok=True)  # the dataset may live elsewhere (--data_dir)
   test = source.SceneSource(config.data.name, "test", data_dir)
   sheet_path = os.path.join(out, "contact_sheet.png")
   visualize.save_png(sheet_path, visualize.contact_sheet([test[i] for i in range(6)]), scale=3)
@@ -52,7 +54,12 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
     config.train.num_steps = steps
   workdir = os.path.join(out, "train_tiny")
   print(f"\nTraining the tiny config for {config.train.num_steps} steps in {workdir} ...", flush=True)
-  loop.train(config, workdir)
+  stopped = loop.train(config, workdir)["stopped"]
+  if stopped not in (None, "time budget"):  # a SIGTERM: stop the demo too (the run resumes from its checkpoint)
+    name = signal.Signals(stopped).name if isinstance(stopped, int) else stopped
+    print(f"\nThe demo was stopped ({name}) during training; its checkpoint is in {workdir}. Run the same "
+          f"command again to resume it and finish the demo.", flush=True)
+    raise SystemExit(128 + int(stopped) if isinstance(stopped, int) else 1)
 
   # ---- Novel views of held-out scenes, from 1 and 4 context views (experiments.evaluate; it does 2 and 3 too).
   eval_dir = run.evaluate(workdir, split="test", num_scenes=num_scenes, context=(1, 4))

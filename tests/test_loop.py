@@ -31,7 +31,7 @@ def test_logs_checkpoints_and_config(reference):
   workdir, last = reference
   losses = _losses(workdir)
   assert sorted(losses) == list(range(1, 13)) and all(np.isfinite(list(losses.values())))
-  assert last["loss"] == losses[12] and last["rays_per_s"] > 0
+  assert last["loss"] == losses[12] and last["rays_per_s"] > 0 and last["stopped"] is None
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))) == [4, 8, 12]
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["latent_dim"] == 16
@@ -75,7 +75,7 @@ def test_time_budget_stops_with_a_checkpoint_and_logs_elapsed_minutes(tiny_data_
   last = loop.train(config, str(tmp_path))
   assert "Stopping (time budget): saved a checkpoint at step 1" in capsys.readouterr().out
   assert os.listdir(tmp_path / "checkpoints") == ["1"]
-  assert last["elapsed_minutes"] > 0 and _losses(tmp_path).keys() == {1}
+  assert last["elapsed_minutes"] > 0 and _losses(tmp_path).keys() == {1} and last["stopped"] == "time budget"
 
 
 def test_memory_is_reported_planned_and_a_step_that_cannot_fit_stops_before_training(tiny_data_dir, tmp_path,
@@ -141,7 +141,8 @@ def test_a_stop_signal_that_also_killed_the_data_workers_still_saves_the_step_re
       self.it.set_state(state)
 
   monkeypatch.setattr(loop, "input_pipeline", lambda *a: DyingWorkers(real(*a)))
-  loop.train(small_config(tiny_data_dir, 12, ckpt_every=12), str(tmp_path))
+  last = loop.train(small_config(tiny_data_dir, 12, ckpt_every=12), str(tmp_path))
+  assert last["stopped"] == signal.SIGTERM  # what the demo reads to stop too
   assert os.listdir(tmp_path / "checkpoints") == ["3"]
   assert sorted(_losses(tmp_path)) == [1, 2, 3]
 

@@ -206,7 +206,9 @@ def _next_examples(it, stop, pending, mngr, workdir, state, step):
 
 
 def train(config, workdir: str) -> dict:
-  """Trains (or resumes) ``config`` in ``workdir``; returns the last logged metrics."""
+  """Trains (or resumes) ``config`` in ``workdir``; returns the last logged metrics, and under "stopped" why the
+  run stopped before its last step (a signal's number, "time budget", or "another process was told to stop";
+  None when it reached it)."""
   config = _plan_memory(config)  # the levers it chose are saved with the config
   run_dir.save_config(config, workdir)
   mesh = sharding.make_mesh()
@@ -231,6 +233,7 @@ def train(config, workdir: str) -> dict:
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
   progress, pending, last, final = _Progress(config, workdir, start), [], {}, config.train.num_steps
+  stopped = None
   # How often the processes agree on stopping: every step on one process (free), else every few steps
   # (a small all-gather that waits for the step in flight).
   stop_every = 1 if jax.process_count() == 1 else config.train.get("stop_check_every", 10)
@@ -240,6 +243,7 @@ def train(config, workdir: str) -> dict:
     for step in range(start + 1, final + 1):
       examples = _next_examples(it, stop, pending, mngr, workdir, state, step)
       if examples is None:
+        stopped = stop["signal"]
         break
       batch = sharding.global_batch(batching.model_inputs(examples), mesh)
       # Everything the step reads is already on the devices: an implicit host-to-device copy here would be
@@ -262,7 +266,7 @@ def train(config, workdir: str) -> dict:
       if is_ckpt or stopping:
         checkpoints.save(mngr, step, state, it.get_state())
       if stopping:
-        why = stop["signal"] or "another process was told to stop"
+        why = stopped = stop["signal"] or "another process was told to stop"
         print(f"[process {jax.process_index()}] Stopping ({why}): saved a checkpoint at step {step}; exiting.",
               flush=True)
         break
@@ -270,4 +274,4 @@ def train(config, workdir: str) -> dict:
     mngr.wait_until_finished()
     writer.close()
     signal.signal(signal.SIGTERM, previous)
-  return last
+  return {**last, "stopped": stopped}
