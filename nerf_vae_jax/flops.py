@@ -25,7 +25,8 @@ and per_scene_mlp the layers run once per scene and pass (FiLM or token
 projections, the background head). The hierarchical prior adds its q(z0)
 encoder and p(cells | z0) decoder once per scene (``prior_flops``: 3-D
 convolutions cost 2 x 27 C_in C_out per output cell); the factor prior its
-projections of each scene's latent onto its factors.
+projections of each scene's latent onto its factors, and its Woodbury
+factors once per step (``prior_step_flops``).
 """
 
 from __future__ import annotations
@@ -86,10 +87,11 @@ def grid_head_flops(model) -> int:
 
 def prior_flops(model) -> int:
   """Forward FLOPs of the hierarchical prior's networks (``models/priors.py``) for one scene, or of the factor
-  prior's projections (L k numbers, three times: the KL's two sides and the importance ratio; its Woodbury
-  factors, O(L k^2) once per step for the whole batch, are left out); 0 with the independent prior."""
+  prior's projections of the scene's latent onto its k factors (2 L k each: the KL, its two sides and the
+  importance ratio; its Woodbury factors, once per step, are ``prior_step_flops``); 0 with the independent
+  prior."""
   if model.factor:
-    return 3 * 2 * math.prod(model.latent_shape) * model.prior_rank
+    return 4 * 2 * math.prod(model.latent_shape) * model.prior_rank
   if not model.hierarchical:
     return 0
   g, ch, top, d = model.grid_size, model.prior_channels, model.top_dim, model.latent_dim
@@ -122,6 +124,12 @@ def prior_flops(model) -> int:
   return enc + dec + g ** 3 * dense(ch, 2 * d + model.top_down)
 
 
+def prior_step_flops(model) -> int:
+  """Forward FLOPs of the factor prior's Woodbury factors (``fitted_prior.woodbury``: 4 L k^2), computed once
+  per step whatever the batch; 0 with the other priors."""
+  return 4 * math.prod(model.latent_shape) * model.prior_rank ** 2 if model.factor else 0
+
+
 def train_step_flops(model, batch_size: int, max_context: int, height: int, width: int, num_rays: int) -> dict:
   """Matmul FLOPs of one training step, and its parts (forward)."""
   samples = model.num_coarse + model.num_fine
@@ -132,7 +140,7 @@ def train_step_flops(model, batch_size: int, max_context: int, height: int, widt
                              2 * math.prod(model.latent_shape))
   enc = batch_size * max_context * per_view
   pts = batch_size * num_rays * (samples * point_flops(model) + 2 * ray_flops(model))  # coarse and fine passes
-  per_scene = batch_size * (2 * scene_flops(model) + prior_flops(model))
+  per_scene = batch_size * (2 * scene_flops(model) + prior_flops(model)) + prior_step_flops(model)
   forward = enc + pts + per_scene
   return {"train_step": 3 * forward, "forward": forward, "encoder_forward": enc, "scene_function_forward": pts,
           "per_scene_forward": per_scene}

@@ -423,15 +423,17 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
     z = sample_latent(key, q.mean, q.scale)
     log_q = posterior.log_normal(z, q.mean, q.scale)
     p = prior_density(model, params)
-    kl = fitted_prior.kl_from_diagonal(p, q.mean, q.scale)
+    w = fitted_prior.woodbury(p)  # once for the KL's sides and the ratio: the step's largest prior cost
+    kl = fitted_prior.kl_from_diagonal(p, q.mean, q.scale, w)
+    log_ratio = fitted_prior.log_prob(p, z, w) - log_q
     empty = jnp.zeros(z.shape[:1] + (0,), z.dtype)
     if not balance:
-      return LatentSample(z, kl, fitted_prior.log_prob(p, z) - log_q, beta * kl, log_q, jnp.zeros_like(log_q), empty)
+      return LatentSample(z, kl, log_ratio, beta * kl, log_q, jnp.zeros_like(log_q), empty)
     sg = jax.lax.stop_gradient
     # Value beta * kl; gradient beta x on the posterior's side, 1 x on the prior's (as for p(cells | z0) below).
-    prior_side = fitted_prior.kl_from_diagonal(p, sg(q.mean), sg(q.scale))
-    weighted = beta * fitted_prior.kl_from_diagonal(sg(p), q.mean, q.scale) + prior_side - sg(prior_side)
-    return LatentSample(z, kl, fitted_prior.log_prob(p, z) - log_q, weighted, log_q, jnp.zeros_like(log_q), empty)
+    prior_side = fitted_prior.kl_from_diagonal(p, sg(q.mean), sg(q.scale), w)
+    weighted = beta * fitted_prior.kl_from_diagonal(sg(p), q.mean, q.scale, sg(w)) + prior_side - sg(prior_side)
+    return LatentSample(z, kl, log_ratio, weighted, log_q, jnp.zeros_like(log_q), empty)
   if not q.hierarchical:
     z = sample_latent(key, q.mean, q.scale)
     log_q = posterior.log_normal(z, q.mean, q.scale)
