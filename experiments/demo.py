@@ -4,9 +4,10 @@ Builds shape_scenes/32px (contact sheet), trains the `tiny` config, infers
 held-out test scenes from 1 and from 4 context views, renders their other views
 (experiments.evaluate), prints the novel-view PSNR beside the mean-colour
 baseline, samples new scenes from the prior and scores them against real
-views (experiments.generate), fits a second-stage prior to the posteriors of
-training scenes and scores its samples too (experiments.fit_prior, generate
---prior=fitted), and writes image grids, orbit GIFs and an HTML report.
+views (experiments.generate), and writes image grids, orbit GIFs and an HTML
+report. (The second-stage prior, experiments.fit_prior, is no longer part of
+it: with the factor prior the model's own prior samples as well or better,
+RESULTS.md, "A low-rank Gaussian as the model's own prior".)
 
   python -m experiments.demo --out=out [--steps=N] [--data_dir=DIR]
 """
@@ -38,7 +39,7 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   from nerf_vae_jax import visualize
   from nerf_vae_jax.data import build, source
   from nerf_vae_jax import image_metrics
-  from nerf_vae_jax.evaluation import run, sample_metrics, samples, second_stage, uncertainty
+  from nerf_vae_jax.evaluation import run, sample_metrics, samples, uncertainty
   from nerf_vae_jax.train import loop
 
   config = shape_scenes.get_config("tiny")
@@ -81,6 +82,9 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
         "opacity > 0.5 against the objects' true masks; object MSE: on the true object pixels; hazy: pixels of "
         "rendered opacity between 0.1 and 0.9, none in the data; fog: the hazy pixels with no opaque pixel "
         "next to them, i.e. not on a silhouette)")
+  k4 = metrics["results"][-1]
+  print(f"  Held-out bounds from {k4['num_context_views']} views: IWAE {k4['iwae_per_pixel']:.3f}, ELBO "
+        f"{k4['elbo_per_pixel']:.3f} nats per pixel (higher is better).")
 
   # ---- New scenes from the prior, scored against real views (experiments.generate).
   print(flush=True)
@@ -94,26 +98,13 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
   fs = gen["far_side"]
   print(f"  From 1 view, {fs['num_samples']} posterior samples differ {fs['diversity_ratio']:.2f}x as much where "
         f"the view does not see as where it does; spread {uncertainty.hidden_summary(fs)}.")
-  # ---- A prior fitted to the posteriors of training scenes (experiments.fit_prior), sampled the same way.
-  print(flush=True)
-  second_stage.fit_run(workdir)
-  fit_dir = samples.generate(workdir, prior="fitted", num_samples=8, num_frames=12, num_pairs=1, num_steps=2,
-                             metric_scenes=num_scenes, far_side_scenes=0, bound_scenes=num_scenes)
-  with open(os.path.join(fit_dir, "metrics.json")) as f:
-    fit = json.load(f)
-  b = fit["bounds"]
-  print("\nSamples from the fitted prior (factor analysis of training posteriors), same scenes and views:")
-  print(f"  {sample_metrics.summary_line(fit['samples'])}")
-  print(f"  Held-out IWAE bound from 4 views: {b['iwae_fitted']:.3f} nats per pixel with the fitted prior, "
-        f"{b['iwae_model']:.3f} with the model's ({num_scenes} test scenes).")
   print(f"\nOutputs ({time.time() - start:.0f} s):")
   for p in (sheet_path, os.path.join(eval_dir, "grid_k4.png"), os.path.join(eval_dir, "orbit_0.gif"),
             os.path.join(gen_dir, "samples_vs_data.png"), os.path.join(gen_dir, "far_side.png"),
-            os.path.join(fit_dir, "samples_vs_data.png"), report, workdir):
+            report, workdir):
     print(f"  {os.path.abspath(p)}")
   print("  (grid rows: context views | target | prediction | predicted depth | error; samples_vs_data rows: real "
-        "views | prior samples (the model's, or the fitted prior's in generate_fitted/) | independent N(0, I) "
-        "cells)")
+        "views | the model's prior samples | independent N(0, I) cells)")
 
 
 def main(argv):

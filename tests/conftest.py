@@ -94,7 +94,7 @@ SMALL = ["--config=experiments/configs/shape_scenes.py:tiny", "--config.data.nam
          "--config.train.image_every=0", "--config.model.num_coarse=8", "--config.model.num_fine=8",
          "--config.loss.num_rays=32", "--config.model.encoder_channels=(8,16)", "--config.model.mlp_width=32",
          "--config.model.mlp_depth=2", "--config.data.max_context=2", "--config.model.latent_dim=16",
-         "--config.model.grid_size=4",
+         "--config.model.grid_size=4", "--config.model.prior_rank=8",  # 1,024 numbers per latent: 8 factors
          # The KL's and the opacity weight's ramps of fixed length (by default they span the run): runs of
          # different lengths (resumed, or compared with a 12-step reference) share their first steps' losses.
          "--config.loss.beta_warmup_steps=100", "--config.loss.opacity_warmup_steps=100"]

@@ -44,7 +44,7 @@ RECIPE = {
     "model.latent_dim": 16,
     "model.film_init_scale": 0.02,  # ("The CPU study")
     "model.colour_features": True,  # ("Colour features without the token")
-    "model.prior": "hierarchical",  # ("Can the model sample scenes?")
+    "model.prior": "factor",  # ("A low-rank Gaussian as the model's own prior")
     "loss.targets": "all",  # context views among the targets ("The CPU study")
     "loss.object_fraction": 0.75,  # ("Object-focused rays and the posterior's combination")
     # Less haze: opaque objects and clear space, and better prior samples ("Where the haze comes from").
