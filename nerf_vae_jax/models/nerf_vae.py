@@ -127,7 +127,7 @@ class NeRFVAE(nn.Module):
     if self.factor:
       if self.prior_rank < 1:
         raise errors.ConfigError(f"config.model.prior_rank={self.prior_rank}: the factor prior needs at least one "
-                                 f"factor; choose e.g. 64.")
+                                 f"factor; choose e.g. 128.")
       self.latent_prior = priors.FactorPrior(math.prod(self.latent_shape), self.prior_rank)
     self.scene_function = scene_function.of_settings(self, conditioning=self.latent,
                                                      scene_radius=self.scene_radius, dtype=self.dtype)
