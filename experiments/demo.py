@@ -96,8 +96,9 @@ def demo(out: str, steps: int | None, num_scenes: int, data_dir: str | None = No
         f"{gen['samples']['views_per_scene']} views against as many real test views:")
   print(f"  {sample_metrics.summary_line(gen['samples'])}")
   fs = gen["far_side"]
+  hidden = ("spread " if fs["pixels_hidden"] else "") + uncertainty.hidden_summary(fs)  # a phrase either way
   print(f"  From 1 view, {fs['num_samples']} posterior samples differ {fs['diversity_ratio']:.2f}x as much where "
-        f"the view does not see as where it does; spread {uncertainty.hidden_summary(fs)}.")
+        f"the view does not see as where it does; {hidden}.")
   print(f"\nOutputs ({time.time() - start:.0f} s):")
   for p in (sheet_path, os.path.join(eval_dir, "grid_k4.png"), os.path.join(eval_dir, "orbit_0.gif"),
             os.path.join(gen_dir, "samples_vs_data.png"), os.path.join(gen_dir, "far_side.png"),
