@@ -109,7 +109,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
     cache.clear()
     cache["key"] = (n, seed)
   if "independent" not in cache:
-    if model.hierarchical or model.factor or sample_prior is not nerf_vae.sample_prior:
+    if model.prior_in_use != "independent" or sample_prior is not nerf_vae.sample_prior:
       independent = render(np.asarray(nerf_vae.independent_cells(model, params, k_independent, n)))
     else:  # the independent prior's own samples
       independent = samples
@@ -125,7 +125,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
   fd = {"samples": sample_quality.frechet_distance(f_samples, f_r), **cache["fd"]}
   metrics = {
       "num_scenes": n, "views_per_scene": int(real_a.shape[1]), "temperature": temperature,
-      "prior": prior_name or ("hierarchical" if model.hierarchical else "factor" if model.factor else "independent"),
+      "prior": prior_name or model.prior_in_use,
       "frechet": fd,
       # The samples' FD moves by about this much with their draw (bootstrap over the N scenes).
       "frechet_spread": sample_quality.frechet_spread(f_samples, f_r, groups=n, seed=seed),

@@ -82,12 +82,17 @@ class NeRFVAE(nn.Module):
     return self.background_token and self.latent == "grid"
 
   @property
+  def prior_in_use(self) -> str:
+    """``prior`` with the grid latent; the global latent's prior is always "independent" (N(0, I))."""
+    return self.prior if self.latent == "grid" else "independent"
+
+  @property
   def hierarchical(self) -> bool:
-    return self.prior == "hierarchical" and self.latent == "grid"
+    return self.prior_in_use == "hierarchical"
 
   @property
   def factor(self) -> bool:
-    return self.prior == "factor" and self.latent == "grid"
+    return self.prior_in_use == "factor"
 
   @property
   def latent_shape(self) -> tuple[int, ...]:
@@ -426,14 +431,9 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
     w = fitted_prior.woodbury(p)  # once for the KL's sides and the ratio: the step's largest prior cost
     kl = fitted_prior.kl_from_diagonal(p, q.mean, q.scale, w)
     log_ratio = fitted_prior.log_prob(p, z, w) - log_q
-    empty = jnp.zeros(z.shape[:1] + (0,), z.dtype)
-    if not balance:
-      return LatentSample(z, kl, log_ratio, beta * kl, log_q, jnp.zeros_like(log_q), empty)
-    sg = jax.lax.stop_gradient
-    # Value beta * kl; gradient beta x on the posterior's side, 1 x on the prior's (as for p(cells | z0) below).
-    prior_side = fitted_prior.kl_from_diagonal(p, sg(q.mean), sg(q.scale), w)
-    weighted = beta * fitted_prior.kl_from_diagonal(sg(p), q.mean, q.scale, sg(w)) + prior_side - sg(prior_side)
-    return LatentSample(z, kl, log_ratio, weighted, log_q, jnp.zeros_like(log_q), empty)
+    kl_of = lambda qq, pp: fitted_prior.kl_from_diagonal(pp[0], *qq, pp[1])
+    weighted = balanced_kl(kl_of, (q.mean, q.scale), (p, w), beta) if balance else beta * kl
+    return LatentSample(z, kl, log_ratio, weighted, log_q, jnp.zeros_like(log_q), jnp.zeros(z.shape[:1] + (0,), z.dtype))
   if not q.hierarchical:
     z = sample_latent(key, q.mean, q.scale)
     log_q = posterior.log_normal(z, q.mean, q.scale)
@@ -451,16 +451,18 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
   kl_cells = posterior.kl_normal(mean, scale, prior_mean, prior_scale)
   top_term = jnp.maximum(kl_top, top_free_nats)  # no gradient below the free nats
-  if not balance:
-    return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * (top_term + kl_cells),
-                        log_q, log_top_prior, top)
+  kl_of = lambda qq, pp: posterior.kl_normal(*qq, *pp)
+  cells_term = balanced_kl(kl_of, (mean, scale), (prior_mean, prior_scale), beta) if balance else beta * kl_cells
+  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * top_term + cells_term,
+                      log_q, log_top_prior, top)
+
+
+def balanced_kl(kl_of, q, p, beta):
+  """beta x KL(q || p) in value, whose gradient is beta x the KL's through the posterior's parameters ``q`` but
+  1 x through the learned prior's ``p`` (``sample_posterior``); ``kl_of(q, p)`` computes the KL [B]."""
   sg = jax.lax.stop_gradient
-  # Value beta * kl_cells; gradient beta x on the posterior's side, 1 x on the prior's.
-  kl_cells_prior_side = posterior.kl_normal(sg(mean), sg(scale), prior_mean, prior_scale)
-  weighted = (beta * (top_term + posterior.kl_normal(mean, scale, sg(prior_mean), sg(prior_scale)))
-              + kl_cells_prior_side - sg(kl_cells_prior_side))
-  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), weighted, log_q, log_top_prior,
-                      top)
+  prior_side = kl_of(jax.tree.map(sg, q), p)
+  return beta * kl_of(q, jax.tree.map(sg, p)) + prior_side - sg(prior_side)
 
 
 def cells_posterior(model: NeRFVAE, params, q: posterior.Posterior, key):
