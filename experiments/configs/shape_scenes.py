@@ -121,8 +121,6 @@ def base() -> config_dict.ConfigDict:
   c.model.top_dim = 64  # hierarchical: size of z0
   c.model.prior_channels = 16  # hierarchical: channels of its encoder's and decoder's 3-D convolutions
   c.model.top_down = 0  # hierarchical: features of z0 per cell that the scene function reads beside the cells
-  # hierarchical: False draws every cell from p(cells | z0), the views speaking through z0 alone (no cells' KL)
-  c.model.cells_from_views = True
   # Grid, average: a view vouches for a cell by its depth against the surface the view predicts there; hidden
   # cells follow the prior ("How far are samples from scenes?").
   c.model.depth_lift = False
@@ -136,12 +134,6 @@ def base() -> config_dict.ConfigDict:
   c.loss.beta_warmup_steps = config_dict.placeholder(int)  # linear KL warm-up from 0 (None: the whole run)
   c.loss.beta_warmup_steps = 10_000
   c.loss.free_bits = 0.0  # nats per scene below which the KL is not penalised
-  c.loss.top_free_nats = 0.0  # the same for z0's KL alone (hierarchical prior; training loss only)
-  # hierarchical: weight of the likelihood of renders from cells ~ p(cells | z0) at the posterior's z0 (training
-  # loss only; objectives.elbo_loss), estimated from this many rays per scene
-  c.loss.prior_path_weight = 0.0
-  c.loss.prior_path_rays = 64
-  c.loss.prior_path_mean = False  # render p(cells | z0)'s mean there, not a draw
   # Hierarchical prior: p(cells | z0) learns from the whole KL while beta warms up (the encoder's side is
   # scaled by beta); without it z0 collapsed ("Can the model sample scenes?").
   c.loss.kl_balance = True

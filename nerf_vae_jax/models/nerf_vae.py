@@ -70,12 +70,6 @@ class NeRFVAE(nn.Module):
   # prior. Off: a view vouches for every cell it projects into, hidden or not (RESULTS.md, "How far are
   # samples from scenes?": from one view, cells far behind an object were nearly as certain as its surface).
   depth_lift: bool = False
-  # Hierarchical only. False: q(cells | views, z0) = p(cells | z0) on every cell, so the views speak through z0
-  # alone and the cells' KL is zero; the model's own prior then draws latents as its posterior does, given z0.
-  # Why: with the views' cells (True), z0 carried 10-20 of a scene's ~700 nats and p(cells | z0) sampled no
-  # scenes (RESULTS.md, "Does the slot decoder's gain hold, and does z0 carry the scene?"). With False, z0 carried
-  # 73 nats and the model learnt no scene ("Can z0 carry the scene?"): an option for studies.
-  cells_from_views: bool = True
 
   @property
   def _token(self) -> bool:
@@ -161,10 +155,7 @@ class NeRFVAE(nn.Module):
       colours = jax.image.resize(x.reshape(b * k, h, w, 3), out.shape[:3] + (3,), "linear")  # antialiased
       out = jnp.concatenate([out, colours], axis=-1)
     if self.latent == "grid":
-      q = self._infer_grid(out.reshape((b, k) + out.shape[1:]), intrinsics, cam_to_world, mask, h, w)
-      if self.hierarchical and not self.cells_from_views:  # no cell is the views': p(cells | z0) everywhere
-        q = q._replace(seen=jnp.zeros_like(q.seen))
-      return q
+      return self._infer_grid(out.reshape((b, k) + out.shape[1:]), intrinsics, cam_to_world, mask, h, w)
     out = out.reshape((b, k, 2, self.latent_dim))
     return posterior.Posterior(*posterior.COMBINE[self.posterior](out[:, :, 0], out[:, :, 1], mask))
 
@@ -305,6 +296,11 @@ class NeRFVAE(nn.Module):
     return self.render_rays(z, origins, directions, key)
 
 
+# Study options that lost, removed at RETIRED_AT: their defaults, and where RESULTS.md tells what they did.
+RETIRED = {"cells_from_views": (True, '"Can z0 carry the scene?"')}
+RETIRED_AT = "bd63e9c"
+
+
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
   choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE),
@@ -315,6 +311,10 @@ def from_config(config, scene_radius: float) -> NeRFVAE:
       raise errors.ConfigError(f"config.model.{field}={value!r}; choose one of {', '.join(allowed)}.")
   dtype = scene_function.dtype_of(config.dtype)
   fields = {k: v for k, v in config.items() if k != "dtype"}
+  for field, (default, where) in RETIRED.items():  # runs saved while a study option existed
+    if fields.pop(field, default) != default:
+      raise errors.ConfigError(f"config.model.{field}={config[field]!r}: a study option removed since (RESULTS.md, "
+                               f"{where}); check out commit {RETIRED_AT} or earlier to load this run.")
   fields["encoder_channels"] = tuple(fields["encoder_channels"])
   return NeRFVAE(scene_radius=scene_radius, dtype=dtype, **fields)
 
@@ -403,7 +403,7 @@ class LatentSample(NamedTuple):
 
 
 def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1.0,
-                     balance: bool = True, top_free_nats: float = 0.0) -> LatentSample:
+                     balance: bool = True) -> LatentSample:
   """One reparameterised latent z ~ q(z | views), its KL term and its log importance ratio.
 
   The KL is in closed form with the independent and the factor prior; with the hierarchical
@@ -418,11 +418,6 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   and q(z0) collapsed onto N(0, I); RESULTS.md, "Can the model sample scenes?"). At
   beta = 1 the gradient is the ELBO's. The factor prior learns the same way. ``balance=False``: beta x KL,
   all of it.
-
-  ``top_free_nats``: below this many nats per scene, z0's KL is not penalised (free bits on z0 alone, in
-  ``weighted_kl`` only; the KL, the ratio and so the bounds are the ELBO's). Why: trained without them, z0
-  carried 10-20 of a scene's ~700 nats, and p(cells | z0) given a real scene's own z0 sampled no better than
-  given z0 ~ N(0, I) (RESULTS.md, "Does the slot decoder's gain hold, and does z0 carry the scene?").
   """
   if model.factor:
     z = sample_latent(key, q.mean, q.scale)
@@ -433,7 +428,8 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
     log_ratio = fitted_prior.log_prob(p, z, w) - log_q
     kl_of = lambda qq, pp: fitted_prior.kl_from_diagonal(pp[0], *qq, pp[1])
     weighted = balanced_kl(kl_of, (q.mean, q.scale), (p, w), beta) if balance else beta * kl
-    return LatentSample(z, kl, log_ratio, weighted, log_q, jnp.zeros_like(log_q), jnp.zeros(z.shape[:1] + (0,), z.dtype))
+    empty = jnp.zeros(z.shape[:1] + (0,), z.dtype)
+    return LatentSample(z, kl, log_ratio, weighted, log_q, jnp.zeros_like(log_q), empty)
   if not q.hierarchical:
     z = sample_latent(key, q.mean, q.scale)
     log_q = posterior.log_normal(z, q.mean, q.scale)
@@ -450,10 +446,9 @@ def sample_posterior(model: NeRFVAE, params, q: posterior.Posterior, key, beta=1
   _log_ratio = lambda: log_prior(model, params, z, top, (prior_mean, prior_scale)) - log_q
   kl_top = posterior.kl_to_standard_normal(q.top_mean, q.top_scale)
   kl_cells = posterior.kl_normal(mean, scale, prior_mean, prior_scale)
-  top_term = jnp.maximum(kl_top, top_free_nats)  # no gradient below the free nats
   kl_of = lambda qq, pp: posterior.kl_normal(*qq, *pp)
   cells_term = balanced_kl(kl_of, (mean, scale), (prior_mean, prior_scale), beta) if balance else beta * kl_cells
-  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * top_term + cells_term,
+  return LatentSample(with_top_down(z, top_down), kl_top + kl_cells, _log_ratio(), beta * kl_top + cells_term,
                       log_q, log_top_prior, top)
 
 

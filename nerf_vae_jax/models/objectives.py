@@ -79,8 +79,7 @@ def weighted_mse(rays: Rays, rgb):
 def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_scale: float, beta=1.0,
               free_bits: float = 0.0, coarse_weight: float = 0.1, targets: str = "held_out",
               object_fraction: float = 0.0, kl_balance: bool = True, opacity_weight: float = 0.0,
-              opacity_estimate: str = "sampled", density_noise: float = 0.0, top_free_nats: float = 0.0,
-              prior_path_weight: float = 0.0, prior_path_rays: int = 64, prior_path_mean: bool = False):
+              opacity_estimate: str = "sampled", density_noise: float = 0.0):
   """The training loss and its metrics.
 
   The ELBO per scene is the log-likelihood of the whole target images
@@ -91,9 +90,8 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   covers (it keeps the numbers readable). LL_coarse trains the coarse pass,
   as in NeRF.
 
-  ``kl_balance``: with the hierarchical prior, the prior learns from the whole
-  KL while beta warms up (``nerf_vae.sample_posterior``); ``top_free_nats``: free
-  nats for z0's KL alone (the same function).
+  ``kl_balance``: with a learned prior, the prior learns from the whole KL
+  while beta warms up (``nerf_vae.sample_posterior``).
 
   ``opacity_weight``: adds ``opacity_weight x opacity_penalty`` per ray to the
   loss (Neural Volumes' beta prior on each ray's rendered opacity), which
@@ -109,32 +107,15 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   training renders (NeRF's regulariser, ``rendering.render_coarse_fine``);
   the metrics are those of the noisy renders.
 
-  ``prior_path_weight`` (hierarchical prior): adds this weight x the
-  log-likelihood (fine and coarse, as above) of the scene rendered from
-  cells ~ p(cells | z0) at the posterior's own z0 draw, estimated from
-  ``prior_path_rays`` fresh rays of the same views. The ELBO trains
-  p(cells | z0) only through the cells' KL, a match of diagonal Gaussians
-  cell by cell; this term asks it to render the scene, which is what the
-  model's own prior samples need (RESULTS.md, "Does the slot decoder's gain
-  hold, and does z0 carry the scene?": cells given a real scene's own z0
-  rendered no better than given z0 ~ N(0, I)). Training loss only.
-  ``prior_path_mean``: render p(cells | z0)'s mean instead of a draw (cells
-  that follow z0 deterministically). Neither made the own prior's samples
-  better (RESULTS.md, "Can z0 carry the scene?"); both are off by default.
-
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
     nats), the KL per scene (and, with the hierarchical prior, its z0 part
     ``kl_top``), the fine pass's MSE and PSNR (estimates over whole images),
     and beta.
   """
-  if prior_path_weight and not model.hierarchical:
-    raise errors.ConfigError("config.loss.prior_path_weight needs model.latent=grid and model.prior=hierarchical "
-                             "(it renders cells ~ p(cells | z0)); set it to 0 or choose that prior.")
   k_z, k_rays, k_render = jax.random.split(key, 3)
   q = nerf_vae.infer(model, params, batch)
-  sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta, balance=kl_balance,
-                                     top_free_nats=top_free_nats)
+  sample = nerf_vae.sample_posterior(model, params, q, k_z, beta=beta, balance=kl_balance)
   kl = sample.kl
   rays = training_rays(batch, k_rays, num_rays, targets=targets, object_fraction=object_fraction)
   ll, out = ray_log_likelihood(model, params, sample.z, rays, k_render, likelihood_scale=likelihood_scale,
@@ -143,23 +124,12 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   kl_term = jnp.where(kl > free_bits, sample.weighted_kl, beta * free_bits)  # beta * max(KL, free bits)
   haze = opacity_mean(rays, out["fine"]["acc"], opacity_estimate)  # [B]
   objective = ll["fine"] - kl_term + coarse_weight * ll["coarse"] - opacity_weight * rays.pixels * haze
-  extra = {}
-  if prior_path_weight:
-    # Keys of their own (folded in), so the ELBO's draws are those of a run without this term.
-    k_cells, k_prior_rays, k_prior_render = jax.random.split(jax.random.fold_in(key, 1), 3)
-    prior_rays = training_rays(batch, k_prior_rays, prior_path_rays, targets=targets, object_fraction=object_fraction)
-    cells = nerf_vae.cells_given_top(model, params, sample.top, k_cells, 0.0 if prior_path_mean else 1.0)
-    ll_p, out_p = ray_log_likelihood(model, params, cells, prior_rays, k_prior_render,
-                                     likelihood_scale=likelihood_scale, density_noise=density_noise)
-    objective = objective + prior_path_weight * (ll_p["fine"] + coarse_weight * ll_p["coarse"])
-    prior_mse = jnp.mean(weighted_mse(prior_rays, out_p["fine"]["rgb"]))
-    extra = {"prior_path_mse": prior_mse, "prior_path_psnr": image_metrics.psnr(prior_mse, jnp)}
   mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
   metrics = {
       "loss": -per_pixel(objective), "elbo_per_pixel": per_pixel(ll["fine"] - kl),
       "ll_per_pixel": per_pixel(ll["fine"]), "kl_per_pixel": per_pixel(kl), "kl": jnp.mean(kl),
       "mse": mse, "psnr": image_metrics.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
-      "beta": jnp.asarray(beta, jnp.float32), "opacity_penalty": jnp.mean(haze), **extra,
+      "beta": jnp.asarray(beta, jnp.float32), "opacity_penalty": jnp.mean(haze),
   }
   if q.hierarchical:
     metrics["kl_top"] = jnp.mean(posterior.kl_to_standard_normal(q.top_mean, q.top_scale))

@@ -108,9 +108,7 @@ def loss_and_grads(model, config, params, batch, keys, step, devices: int = 1):
       targets=config.loss.get("targets", "held_out"), object_fraction=config.loss.get("object_fraction", 0.0),
       kl_balance=config.loss.get("kl_balance", True), opacity_weight=opacity_weight_at(step, config),
       opacity_estimate=config.loss.get("opacity_estimate", "sampled"),
-      density_noise=config.loss.get("density_noise", 0.0), top_free_nats=config.loss.get("top_free_nats", 0.0),
-      prior_path_weight=config.loss.get("prior_path_weight", 0.0),
-      prior_path_rays=config.loss.get("prior_path_rays", 64), prior_path_mean=config.loss.get("prior_path_mean", False))
+      density_noise=config.loss.get("density_noise", 0.0))
 
   def mean_loss(p, scenes, scene_keys_):
     one = lambda scene, k: loss_fn(p, jax.tree.map(lambda x: x[None], scene), k)
