@@ -11,6 +11,8 @@ import tempfile
 import pytest
 from absl import flags
 
+import nerf_vae_jax  # noqa: F401  (first: its process defaults, nerf_vae_jax/__init__.py, precede numpy's)
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA's CPU backend without LLVM's optimisations: the suite's programs compile 3x faster (a toy model's
 # initialisation: 9 s against 28 s) and, being toys, still run in milliseconds. Numerics are IEEE either way.

@@ -146,3 +146,30 @@ def test_bounds_under_a_fitted_prior_swap_only_the_priors_density(tiny_data_dir,
     elif prior == "independent":
       assert b["iwae_fitted"] == pytest.approx(b["iwae_model"], abs=1e-5)
       assert b["elbo_fitted"] == pytest.approx(b["elbo_model"], abs=1e-5)
+
+
+_OPENBLAS_THREADS = """
+import experiments  # an entry point's first import
+import ctypes, glob, os, scipy, jax.numpy as jnp
+jnp.linalg.cholesky(jnp.eye(2)).block_until_ready()  # JAX's first LAPACK call loads scipy's OpenBLAS
+libs = glob.glob(os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "libscipy_openblas*.so"))
+assert len(libs) == 1, libs  # the pinned scipy's wheel layout
+print(os.environ.get("OPENBLAS_NUM_THREADS"), ctypes.CDLL(libs[0]).scipy_openblas_get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("exported", [None, "2"])
+def test_the_lapack_behind_the_priors_solves_runs_on_one_thread_unless_the_user_says(exported):
+  """OpenBLAS's own threads waited for cores XLA held: the factor prior's 128 x 128 solves took 8-20 ms instead
+  of 0.1 ms (nerf_vae_jax/__init__.py). The entry points make it one thread; an exported value wins."""
+  import os
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+  if exported:
+    env["OPENBLAS_NUM_THREADS"] = exported
+  r = subprocess.run([sys.executable, "-c", _OPENBLAS_THREADS], env=env, capture_output=True, text=True,
+                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert r.returncode == 0, r.stderr[-2000:]
+  want = exported or "1"
+  assert r.stdout.split() == [want, want]
