@@ -85,3 +85,19 @@ def test_inverse_cdf_resampling_follows_the_weights():
   # Within a bin the CDF is linear: samples are uniform inside it.
   inside = interior[(interior >= 1) & (interior < 2)] - 1
   assert abs(inside.mean() - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("frequencies, tolerance", [(1, 1e-6), (6, 5e-5), (10, 2e-3)])
+def test_positional_encoding_is_sin_and_cos_of_each_octave(frequencies, tolerance):
+  """The double-angle recurrence against float64 sin(2^k pi x) and cos(2^k pi x), in NeRF's layout: the input,
+  then the sines (octave by octave, each over the D coordinates), then the cosines; and its gradient."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), (4096, 3), minval=-1.5, maxval=1.5)
+  scaled = (np.asarray(x, np.float64)[:, None, :] * np.pi * 2.0 ** np.arange(frequencies)[:, None]).reshape(4096, -1)
+  want = np.concatenate([np.asarray(x, np.float64), np.sin(scaled), np.cos(scaled)], -1)
+  np.testing.assert_allclose(rendering.positional_encoding(x, frequencies), want, atol=tolerance)
+  np.testing.assert_array_equal(rendering.positional_encoding(x, frequencies, include_input=False),
+                                rendering.positional_encoding(x, frequencies)[:, 3:])
+  # d/dx of sum(sin 2^k pi x) = sum(2^k pi cos 2^k pi x): through the recurrence, the same derivative.
+  grad = jax.grad(lambda x: jnp.sum(rendering.positional_encoding(x, frequencies)[:, 3:3 + 3 * frequencies]))(x)
+  want_grad = (np.pi * 2.0 ** np.arange(frequencies)[:, None] * np.cos(scaled.reshape(4096, frequencies, 3))).sum(1)
+  np.testing.assert_allclose(grad, want_grad, atol=tolerance * 2.0 ** frequencies * np.pi)
