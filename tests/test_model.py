@@ -117,10 +117,12 @@ def _model_and_params(config, src, **overrides):
 
 # Model overrides: the global latent; the grid under the independent prior, alone and with a background token and
 # colour features (the token needs that prior); the grid under the hierarchical prior, averaged and as a product;
-# under the factor prior (the recipe's).
+# under the factor prior (the recipe's). The grid variants keep the recipe's depth-aware lift, but for the token
+# and the product, which it does not support.
 LATENTS = [dict(latent="global"), dict(latent="grid", prior="independent"),
-           dict(latent="grid", prior="independent", background_token=True, colour_features=True),
-           dict(latent="grid", prior="hierarchical"), dict(latent="grid", prior="hierarchical", posterior="poe"),
+           dict(latent="grid", prior="independent", background_token=True, colour_features=True, depth_lift=False),
+           dict(latent="grid", prior="hierarchical"),
+           dict(latent="grid", prior="hierarchical", posterior="poe", depth_lift=False),
            dict(latent="grid", prior="factor", prior_rank=8)]
 LATENT_IDS = ["global", "grid", "grid_token_colour", "grid_hierarchical", "grid_hierarchical_poe", "grid_factor"]
 

@@ -16,12 +16,13 @@ from nerf_vae_jax.models import fitted_prior, grid, nerf_vae, objectives, poster
 
 
 def _small(prior="hierarchical", grid_size=2, latent_dim=2, top_dim=2, noise=0.3, prior_net="per_cell",
-           **overrides):
+           depth_lift=False, **overrides):
   """A small grid model of the tiny config and perturbed parameters (the zero-initialised heads made non-zero,
-  so that p(cells | z0) and q depend on their inputs)."""
+  so that p(cells | z0) and q depend on their inputs); without the depth-aware lift unless asked (the tests
+  here pin down the priors, on the cells a view sees)."""
   config = shape_scenes.get_config("tiny")
   config.model.update(prior=prior, grid_size=grid_size, latent_dim=latent_dim, top_dim=top_dim, prior_channels=8,
-                      prior_net=prior_net,
+                      prior_net=prior_net, depth_lift=depth_lift,
                       encoder_channels=(8, 16), mlp_width=16, mlp_depth=2, num_coarse=8, num_fine=8, **overrides)
   config.data.max_context = 2
   model = nerf_vae.from_config(config.model, 1.0)

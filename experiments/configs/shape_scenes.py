@@ -45,6 +45,9 @@ RECIPE = {
     "model.film_init_scale": 0.02,  # ("The CPU study")
     "model.colour_features": True,  # ("Colour features without the token")
     "model.prior": "factor",  # ("A low-rank Gaussian as the model's own prior")
+    # Each view vouches for the cells up to its predicted surface; hidden ones follow the prior ("A depth-aware
+    # lift with the factor prior").
+    "model.depth_lift": True,
     "loss.targets": "all",  # context views among the targets ("The CPU study")
     "loss.object_fraction": 0.75,  # ("Object-focused rays and the posterior's combination")
     # Less haze: opaque objects and clear space, and better prior samples ("Where the haze comes from").
