@@ -5,7 +5,8 @@ row; a k x k convolution costs 2 k^2 C_in C_out per output pixel. Only
 matmuls and convolutions count (norms, activations, positional encodings and
 compositing are not "model FLOPs"). A training step costs 3 x the forward
 pass (the backward pass computes gradients with respect to both weights and
-activations, 2 x the forward), the usual convention for MFU.
+activations, 2 x the forward), the usual convention for MFU; with
+``loss.coarse_weight`` 0 the coarse pass has no backward, so it counts once.
 
 Per step, with B scenes, K = max_context views of H x W pixels, R rays per
 scene and S = num_coarse + num_fine samples per ray:
@@ -130,8 +131,10 @@ def prior_step_flops(model) -> int:
   return 4 * math.prod(model.latent_shape) * model.prior_rank ** 2 if model.factor else 0
 
 
-def train_step_flops(model, batch_size: int, max_context: int, height: int, width: int, num_rays: int) -> dict:
-  """Matmul FLOPs of one training step, and its parts (forward)."""
+def train_step_flops(model, batch_size: int, max_context: int, height: int, width: int, num_rays: int,
+                     coarse_grad: bool = True) -> dict:
+  """Matmul FLOPs of one training step, and its parts (forward). ``coarse_grad=False`` (``loss.coarse_weight``
+  0): the coarse pass runs forward only, 1 x its forward instead of 3 x."""
   samples = model.num_coarse + model.num_fine
   if model.latent == "grid":
     per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells, 0) + grid_head_flops(model)
@@ -142,7 +145,8 @@ def train_step_flops(model, batch_size: int, max_context: int, height: int, widt
   pts = batch_size * num_rays * (samples * point_flops(model) + 2 * ray_flops(model))  # coarse and fine passes
   per_scene = batch_size * (2 * scene_flops(model) + prior_flops(model)) + prior_step_flops(model)
   forward = enc + pts + per_scene
-  return {"train_step": 3 * forward, "forward": forward, "encoder_forward": enc, "scene_function_forward": pts,
+  coarse = batch_size * num_rays * (model.num_coarse * point_flops(model) + ray_flops(model))
+  return {"train_step": 3 * forward - (0 if coarse_grad else 2 * coarse), "forward": forward, "encoder_forward": enc, "scene_function_forward": pts,
           "per_scene_forward": per_scene}
 
 

@@ -16,7 +16,7 @@ from nerf_vae_jax.train import update, run_dir
 from nerf_vae_jax.models import objectives
 
 
-@pytest.mark.parametrize("latent", ["global", "grid", "grid_factor", "grid_hierarchical",
+@pytest.mark.parametrize("latent", ["global", "grid", "grid_factor", "grid_factor_coarse0", "grid_hierarchical",
                                     "grid_hierarchical_per_cell_top_down", "grid_hierarchical_slots_top_down"])
 def test_flop_formula_matches_xla_cost_analysis(latent):
   config = shape_scenes.get_config("tiny")
@@ -30,11 +30,14 @@ def test_flop_formula_matches_xla_cost_analysis(latent):
   params = jax.eval_shape(lambda k: update.init_state(model, update.make_optimizer(config.train),
                                                         batching.example(batching.for_config(config, spec.height, spec.width)), k),
                           jax.random.PRNGKey(0))["params"]
-  loss = lambda p: objectives.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=128, likelihood_scale=0.1)[0]
+  coarse_weight = 0.0 if "coarse0" in latent else 0.1  # 0: the coarse pass's backward is never built
+  loss = lambda p: objectives.elbo_loss(model, p, batch, jax.random.PRNGKey(0), num_rays=128, likelihood_scale=0.1,
+                                        coarse_weight=coarse_weight)[0]
   # XLA's count of the lowered programs (before optimisation, as the benchmark reconciles; compiling them
   # too took 4x longer and agreed as closely on the CPU). It also counts elementwise work (a few percent).
   xla = jax.jit(loss).lower(params).cost_analysis()["flops"]
-  counted = flops.train_step_flops(model, 2, config.data.max_context, spec.height, spec.width, 128)
+  counted = flops.train_step_flops(model, 2, config.data.max_context, spec.height, spec.width, 128,
+                                   coarse_grad=bool(coarse_weight))
   assert counted["forward"] == pytest.approx(xla, rel=0.05), (counted, xla)
   xla_step = jax.jit(jax.grad(loss)).lower(params).cost_analysis()["flops"]
   assert counted["train_step"] == pytest.approx(xla_step, rel=0.05), (counted, xla_step)

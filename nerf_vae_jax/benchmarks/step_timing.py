@@ -162,7 +162,7 @@ def benchmark(config, overrides=(), steps=20, warmup=3, pipeline_workers=2, pipe
   dev = jax.local_devices()
   counts = [len(dev)] if step_only else [1] + ([len(dev)] if len(dev) > 1 else [])
   model_flops = flops.train_step_flops(model, config.train.batch_size, config.data.max_context, spec.height,
-                                       spec.width, config.loss.num_rays)
+                                       spec.width, config.loss.num_rays, coarse_grad=bool(config.loss.coarse_weight))
   points = config.train.batch_size * config.loss.num_rays * (model.num_coarse + model.num_fine)
   arithmetic, board = "fp32", "host CPU"
   if dev[0].platform == "cpu":

@@ -88,7 +88,10 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   -(LL - beta * max(KL, free_bits) + coarse_weight * LL_coarse) / P per
   scene, averaged over scenes, where P is the number of pixels the likelihood
   covers (it keeps the numbers readable). LL_coarse trains the coarse pass,
-  as in NeRF.
+  as in NeRF. Both passes query the same scene function, which the fine
+  pass trains too; with ``coarse_weight`` 0 the coarse pass only places the
+  fine samples (whose edges stop the gradient), so it runs forward only and
+  its backward pass is never built.
 
   ``kl_balance``: with a learned prior, the prior learns from the whole KL
   while beta warms up (``nerf_vae.sample_posterior``).
@@ -123,7 +126,10 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   per_pixel = lambda x: jnp.mean(x / rays.pixels)
   kl_term = jnp.where(kl > free_bits, sample.weighted_kl, beta * free_bits)  # beta * max(KL, free bits)
   haze = opacity_mean(rays, out["fine"]["acc"], opacity_estimate)  # [B]
-  objective = ll["fine"] - kl_term + coarse_weight * ll["coarse"] - opacity_weight * rays.pixels * haze
+  # coarse_weight 0: the coarse pass takes no gradient (its samples only place the fine ones, whose edges stop
+  # the gradient), so its backward pass is never built.
+  coarse_term = coarse_weight * ll["coarse"] if coarse_weight else 0.0
+  objective = ll["fine"] - kl_term + coarse_term - opacity_weight * rays.pixels * haze
   mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
   metrics = {
       "loss": -per_pixel(objective), "elbo_per_pixel": per_pixel(ll["fine"] - kl),
