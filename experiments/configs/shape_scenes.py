@@ -61,6 +61,9 @@ _TINY_RECIPE = {
     # ("The demo's schedule: learning rate and KL weight").
     "train.learning_rate": 4e-3,
     "loss.beta_warmup_steps": None,
+    # The coarse pass only places the fine samples: no backward pass for it, a step 19% shorter on the CPU, for
+    # the demo's 15 minutes ("The coarse pass without a gradient").
+    "loss.coarse_weight": 0.0,
 }
 
 VARIANTS = {
@@ -140,7 +143,7 @@ def base() -> config_dict.ConfigDict:
   # Hierarchical prior: p(cells | z0) learns from the whole KL while beta warms up (the encoder's side is
   # scaled by beta); without it z0 collapsed ("Can the model sample scenes?").
   c.loss.kl_balance = True
-  c.loss.coarse_weight = 0.1  # weight of the coarse pass's likelihood
+  c.loss.coarse_weight = 0.1  # weight of the coarse pass's likelihood (0: the coarse pass takes no gradient)
   c.loss.targets = "held_out"  # rays from the target views, or context views too ("all")
   c.loss.object_fraction = 0.0  # share of rays from likely-object pixels (importance-weighted)
   c.loss.opacity_weight = 0.0  # weight of the opacity penalty per pixel (objectives.opacity_penalty)
