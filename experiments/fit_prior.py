@@ -3,7 +3,7 @@ a Gaussian, low rank plus diagonal (models/fitted_prior.py), or a causal transfo
 (models/cell_transformer.py). Then sample it with `python -m experiments.generate --workdir=DIR --prior=KIND`.
 
   python -m experiments.fit_prior --workdir=DIR [--step=N] [--kind=fitted|transformer] [--num_scenes=N]
-      [--rank=128] [--steps=1000] [--fit_to=samples|posteriors]
+      [--rank=128] [--steps=1000] [--fit_to=samples|posteriors] [--context=4|training]
 """
 
 import sys
@@ -21,6 +21,9 @@ flags.DEFINE_integer("rank", 128, "The Gaussian's factors (principal directions 
 flags.DEFINE_integer("steps", 1000, "The transformer's training steps.")
 flags.DEFINE_enum("fit_to", None, list(second_stage.FIT_TO), "samples: one posterior sample per scene (the "
                   "transformer's); posteriors (the Gaussian's default): each scene's posterior mean and variance.")
+flags.DEFINE_enum("context", "4", list(second_stage.CONTEXTS), "4: the posteriors of 4 context views; "
+                  "training: of the run's training range (data.min_context to max_context views, batches "
+                  "cycled), the posteriors the model's own prior learns from.")
 FLAGS = flags.FLAGS
 
 
@@ -28,7 +31,7 @@ def main(argv):
   del argv
   sys.exit(common.run(second_stage.fit_run, workdir=FLAGS.workdir, step=FLAGS.step, num_scenes=FLAGS.num_scenes,
                       rank=FLAGS.rank, data_dir=FLAGS.data_dir, kind=FLAGS.kind, steps=FLAGS.steps,
-                      fit_to=FLAGS.fit_to))
+                      fit_to=FLAGS.fit_to, context=FLAGS.context))
 
 
 if __name__ == "__main__":

@@ -304,6 +304,28 @@ def test_a_gaussian_fitted_to_whole_posteriors(toy_run):
   assert np.abs(z.mean(0) - means.mean(0)).max() > 0.1
   with pytest.raises(errors.UserError, match="--fit_to=posteriors fits the Gaussian"):
     second_stage.fit_run(workdir, step=4, num_scenes=16, kind="transformer", fit_to="posteriors")
+  # --context=training: batches cycle through the run's 1-2 context views (data.max_context=2 here).
+  counts = second_stage.context_counts("training", run_dir.load_config(workdir).data)
+  assert counts == (1, 2)
+  moments = lambda c, n=16: second_stage.posterior_moments(model, params, src.__getitem__, n, batch_size=8,
+                                                           log=quiet, context_counts=c)
+  mixed, one, two = moments(counts), moments((1,)), moments((2,))
+  for got, want in zip(mixed, one):
+    np.testing.assert_array_equal(got[:8], want[:8])
+  for got, want in zip(mixed, two):
+    np.testing.assert_array_equal(got[8:], want[8:])
+  assert np.abs(one[0] - two[0]).max() > 1e-3  # a second view changes the posterior
+  prior, info = fitted_prior.load(second_stage.fit_run(workdir, step=4, num_scenes=16, rank=4, log=quiet,
+                                                       context="training"))
+  assert info["context"] == "training"
+  # The Gaussian fitted to these posteriors against the model's own prior (the factor prior, 4 steps old): the
+  # KL term of the ELBO that each leaves, on the same posteriors; the fit's is the closed form of its density.
+  means, variances = second_stage.posterior_moments(model, params, src.__getitem__, 16, log=quiet,
+                                                    context_counts=counts)  # fit_run's batches (32: one)
+  assert info["kl_fitted"] == pytest.approx(second_stage.mean_kl(prior, means, variances), rel=1e-5)
+  assert info["kl_fitted"] < info["kl_model"]
+  with pytest.raises(errors.UserError, match="choose 4 or training"):
+    second_stage.fit_run(workdir, step=4, num_scenes=16, context="all")
   with pytest.raises(errors.UserError, match="choose samples or posteriors"):
     second_stage.fit_run(workdir, step=4, num_scenes=16, fit_to="means")
 

@@ -6,10 +6,11 @@ prior, and scored by the held-out bounds under either prior. Two kinds:
                cell given the cells before it (``models/cell_transformer.py``)
 
   python -m experiments.fit_prior --workdir=RUN [--kind=fitted|transformer] [--num_scenes=N]
-      [--fit_to=samples|posteriors]
+      [--fit_to=samples|posteriors] [--context=4|training]
   python -m experiments.generate --workdir=RUN --prior=fitted|transformer
 
-``fit_run`` encodes training scenes from their 4 context views, draws one
+``fit_run`` encodes training scenes from their 4 context views (``--context=training``: from as many as
+training draws, 1-4), draws one
 latent z ~ q(z | views) per scene (the cells; with the hierarchical prior
 z0 ~ q(z0) first), fits p2 to them and saves it beside the checkpoints
 (RUN/fitted_prior/STEP.npz, or STEP_transformer.npz). The Gaussian is fitted
@@ -82,15 +83,17 @@ def _encode_moments(model, params, context, key):
   return mean, jnp.square(scale)
 
 
-def _encode_scenes(encode, model, params, scene, num_scenes: int, batch_size: int, seed: int, log):
-  """``encode``'s arrays for the first ``num_scenes`` scenes from their 4 context views, flattened per scene:
-  a list of [num_scenes, L] float32. Batch i draws with key fold_in(PRNGKey(seed), i's first scene)."""
+def _encode_scenes(encode, model, params, scene, num_scenes: int, batch_size: int, seed: int, log,
+                   context_counts=(protocol.CONTEXT_CANDIDATES,)):
+  """``encode``'s arrays for the first ``num_scenes`` scenes, flattened per scene: a list of [num_scenes, L]
+  float32. Batch i draws with key fold_in(PRNGKey(seed), i's first scene) and encodes its scenes from their first
+  context_counts[i % len(context_counts)] views (4 by default)."""
   mesh = sharding.make_mesh()
   batch_size = -(-batch_size // mesh.size) * mesh.size
   params = jax.device_put(params, sharding.replicated(mesh))
   out, t0, next_report = [], time.time(), 0.1
-  for start, chunk, padded in protocol.padded_chunks(list(range(num_scenes)), batch_size):
-    batch = protocol.context_batch([scene(i) for i in padded], protocol.CONTEXT_CANDIDATES)
+  for i, (start, chunk, padded) in enumerate(protocol.padded_chunks(list(range(num_scenes)), batch_size)):
+    batch = protocol.context_batch([scene(j) for j in padded], context_counts[i % len(context_counts)])
     context = sharding.global_batch({k: v for k, v in batch.items() if k.startswith("context")}, mesh)
     arrays = jax.device_get(encode(model, params, context, jax.random.fold_in(jax.random.PRNGKey(seed), start)))
     out.append([np.asarray(a)[:len(chunk)].reshape(len(chunk), -1) for a in arrays])
@@ -102,17 +105,40 @@ def _encode_scenes(encode, model, params, scene, num_scenes: int, batch_size: in
 
 
 def posterior_latents(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0,
-                      log=print):
+                      log=print, context_counts=(protocol.CONTEXT_CANDIDATES,)):
   """One latent z ~ q(z | 4 context views) per training scene: [num_scenes, L] float32 (flattened cells).
-  ``scene(i)`` returns training scene i (a dict of ``source.SceneSource``)."""
-  return _encode_scenes(_encode, model, params, scene, num_scenes, batch_size, seed, log)[0]
+  ``scene(i)`` returns training scene i (a dict of ``source.SceneSource``); ``context_counts``: the context
+  views of successive batches, cycled (``_encode_scenes``)."""
+  return _encode_scenes(_encode, model, params, scene, num_scenes, batch_size, seed, log, context_counts)[0]
 
 
-def posterior_moments(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0, log=print):
+def posterior_moments(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0, log=print,
+                      context_counts=(protocol.CONTEXT_CANDIDATES,)):
   """Each training scene's posterior as a whole: the means and variances [num_scenes, L] (float32, flattened
   cells) of q(cells | 4 context views) (with the hierarchical prior, given one z0 ~ q(z0): the z0 of
   ``posterior_latents``' sample with the same seed)."""
-  return tuple(_encode_scenes(_encode_moments, model, params, scene, num_scenes, batch_size, seed, log))
+  return tuple(_encode_scenes(_encode_moments, model, params, scene, num_scenes, batch_size, seed, log,
+                              context_counts))
+
+
+CONTEXTS = ("4", "training")
+
+
+def context_counts(context: str, data_config) -> tuple[int, ...]:
+  """``fit_run``'s ``context``: "4", every scene from its 4 context views; "training", batches cycled through
+  the run's training range, data.min_context ... data.max_context views (training draws one per scene)."""
+  if context == "4":
+    return (protocol.CONTEXT_CANDIDATES,)
+  if context == "training":
+    return tuple(range(data_config.min_context, min(data_config.max_context, protocol.CONTEXT_CANDIDATES) + 1))
+  raise errors.UserError(f"--context={context!r}; choose {' or '.join(CONTEXTS)}.")
+
+
+def mean_kl(prior: fitted_prior.FittedPrior, means, variances, batch: int = 256) -> float:
+  """The mean over scenes of KL(N(means, diag(variances)) || prior), nats per scene ([N, L] each)."""
+  kl = lambda m, v: fitted_prior.kl_from_diagonal(prior, jnp.asarray(m), jnp.sqrt(jnp.asarray(v)))
+  return float(np.mean(np.concatenate([np.asarray(kl(means[i:i + batch], variances[i:i + batch]))
+                                       for i in range(0, len(means), batch)])))
 
 
 FIT_TO = ("samples", "posteriors")
@@ -120,14 +146,19 @@ FIT_TO = ("samples", "posteriors")
 
 def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None, rank: int = 128,
             data_dir: str | None = None, log=print, kind: str = "fitted", steps: int = 1000,
-            fit_to: str | None = None) -> str:
+            fit_to: str | None = None, context: str = "4") -> str:
   """Fits and saves the run's second-stage prior; returns its path.
 
   ``num_scenes``: training scenes (default 2,048 for the Gaussian, 8,192 for the transformer, which has more to
   learn); ``rank``: the Gaussian's factors; ``steps``: the transformer's training steps; ``fit_to``: "samples"
   (one posterior sample per scene; the transformer's) or, for the Gaussian and its default, "posteriors"
-  (each scene's posterior as a whole: ``fitted_prior.fit_posteriors``; the same samples, a better bound)."""
+  (each scene's posterior as a whole: ``fitted_prior.fit_posteriors``; the same samples, a better bound);
+  ``context``: the context views of the posteriors (``context_counts``: "4", or "training", the training
+  range). Fitted to posteriors, the Gaussian's info also holds the scenes' mean KL under it and under the
+  model's own prior (factor or independent), the term of the ELBO that the prior decides."""
   _module(kind)  # a bad kind fails before the encoding
+  if context not in CONTEXTS:
+    raise errors.UserError(f"--context={context!r}; choose {' or '.join(CONTEXTS)}.")
   fit_to = fit_to or ("posteriors" if kind == "fitted" else "samples")
   if fit_to not in FIT_TO:
     raise errors.UserError(f"--fit_to={fit_to!r}; choose {' or '.join(FIT_TO)}.")
@@ -137,6 +168,7 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
   config, model, spec, params, step = run_dir.restore_params(workdir, step)
   check_model(model)
   src = source.SceneSource(config.data.name, "train", data_dir or config.data.data_dir)
+  counts = context_counts(context, config.data)
   num_scenes = min(num_scenes or (2048 if kind == "fitted" else 8192), len(src))
   if kind == "fitted" and rank >= num_scenes:
     raise errors.UserError(f"--rank={rank} needs more than {rank} training scenes (--num_scenes={num_scenes}).")
@@ -146,23 +178,33 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
                            "best point; give it at least 16.")
   what = f"a rank-{rank} Gaussian" if kind == "fitted" else f"a cell transformer ({steps} steps)"
   to = "posteriors" if fit_to == "posteriors" else "posterior samples"
-  log(f"Fitting {what} to the {to} of {num_scenes} training scenes (step {step}) ...")
+  views = "4 context views" if context == "4" else f"{'-'.join(map(str, (counts[0], counts[-1])))} context views"
+  log(f"Fitting {what} to the {to} of {num_scenes} training scenes from {views} (step {step}) ...")
   t0 = time.time()
   path = path_of(workdir, step, kind)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   if kind == "fitted":
+    kl = {}
     if fit_to == "posteriors":
-      prior = fitted_prior.fit_posteriors(*posterior_moments(model, params, src.__getitem__, num_scenes, log=log),
-                                          rank)
+      means, variances = posterior_moments(model, params, src.__getitem__, num_scenes, log=log,
+                                           context_counts=counts)
+      prior = fitted_prior.fit_posteriors(means, variances, rank)
+      kl = {"kl_fitted": mean_kl(prior, means, variances)}
+      own = _own_prior(model, params, means.shape[1])
+      if own is not None:
+        kl["kl_model"] = mean_kl(own, means, variances)
+        log(f"  mean KL per scene of these posteriors: {kl['kl_fitted']:.1f} nats under the fitted prior, "
+            f"{kl['kl_model']:.1f} under the model's own")
     else:
-      prior = fitted_prior.fit(posterior_latents(model, params, src.__getitem__, num_scenes, log=log), rank)
+      prior = fitted_prior.fit(posterior_latents(model, params, src.__getitem__, num_scenes, log=log,
+                                                 context_counts=counts), rank)
     share = fitted_prior.explained_variance(prior)
     fitted_prior.save(path, prior, step=step, num_scenes=num_scenes, rank=rank, explained_variance=share,
-                      fit_to=fit_to)
+                      fit_to=fit_to, context=context, **kl)
     log(f"Saved {path}: {prior.mean.shape[0]} numbers per latent, the {rank} factors carry {share:.1%} of the "
         f"variance ({time.time() - t0:.0f} s).")
     return path
-  z = posterior_latents(model, params, src.__getitem__, num_scenes, log=log)
+  z = posterior_latents(model, params, src.__getitem__, num_scenes, log=log, context_counts=counts)
   cells = z.reshape((len(z), -1, model.latent_dim))
   prior, info = cell_transformer.fit(cells, steps=steps, held_out=held_out, log=log)
   # The Gaussian on the same split, for scale: held-out nats per number of both.
@@ -175,6 +217,17 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
       f"{info['gaussian_held_out_nats']:.4f} for a rank-{rank} Gaussian fitted to the same latents "
       f"({time.time() - t0:.0f} s).")
   return path
+
+
+def _own_prior(model, params, size: int):
+  """The model's own prior as a ``fitted_prior.FittedPrior`` over ``size`` numbers: the factor prior, N(0, I)
+  (one factor of zeros) for independent cells; None for the hierarchical prior (no density over the cells
+  alone)."""
+  if model.factor:
+    return nerf_vae.prior_density(model, params)
+  if model.prior_in_use == "independent":
+    return fitted_prior.FittedPrior(jnp.zeros(size), jnp.zeros((size, 1)), jnp.ones(size))
+  return None
 
 
 def load(workdir: str, step: int, kind: str = "fitted"):
