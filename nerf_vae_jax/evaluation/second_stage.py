@@ -178,7 +178,7 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
                            "best point; give it at least 16.")
   what = f"a rank-{rank} Gaussian" if kind == "fitted" else f"a cell transformer ({steps} steps)"
   to = "posteriors" if fit_to == "posteriors" else "posterior samples"
-  views = "4 context views" if context == "4" else f"{'-'.join(map(str, (counts[0], counts[-1])))} context views"
+  views = f"{counts[0]}" + (f"-{counts[-1]}" if len(counts) > 1 else "") + " context views"
   log(f"Fitting {what} to the {to} of {num_scenes} training scenes from {views} (step {step}) ...")
   t0 = time.time()
   path = path_of(workdir, step, kind)
