@@ -135,19 +135,19 @@ def train_step_flops(model, batch_size: int, max_context: int, height: int, widt
                      coarse_grad: bool = True) -> dict:
   """Matmul FLOPs of one training step, and its parts (forward). ``coarse_grad=False`` (``loss.coarse_weight``
   0): the coarse pass runs forward only, 1 x its forward instead of 3 x."""
-  samples = model.num_coarse + model.num_fine
   if model.latent == "grid":
     per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells, 0) + grid_head_flops(model)
   else:
     per_view = encoder_flops(height, width, model.encoder_channels, model.encoder_cells,
                              2 * math.prod(model.latent_shape))
   enc = batch_size * max_context * per_view
-  pts = batch_size * num_rays * (samples * point_flops(model) + 2 * ray_flops(model))  # coarse and fine passes
+  rays = lambda samples: batch_size * num_rays * (samples * point_flops(model) + ray_flops(model))  # one pass
+  coarse = rays(model.num_coarse)
+  pts = coarse + rays(model.num_fine)  # coarse and fine passes
   per_scene = batch_size * (2 * scene_flops(model) + prior_flops(model)) + prior_step_flops(model)
   forward = enc + pts + per_scene
-  coarse = batch_size * num_rays * (model.num_coarse * point_flops(model) + ray_flops(model))
-  return {"train_step": 3 * forward - (0 if coarse_grad else 2 * coarse), "forward": forward, "encoder_forward": enc, "scene_function_forward": pts,
-          "per_scene_forward": per_scene}
+  return {"train_step": 3 * forward - (0 if coarse_grad else 2 * coarse), "forward": forward,
+          "encoder_forward": enc, "scene_function_forward": pts, "per_scene_forward": per_scene}
 
 
 def render_flops(model, num_rays: int) -> int:

@@ -155,10 +155,9 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
   (each scene's posterior as a whole: ``fitted_prior.fit_posteriors``; the same samples, a better bound);
   ``context``: the context views of the posteriors (``context_counts``: "4", or "training", the training
   range). Fitted to posteriors, the Gaussian's info also holds the scenes' mean KL under it and under the
-  model's own prior (factor or independent), the term of the ELBO that the prior decides."""
-  _module(kind)  # a bad kind fails before the encoding
-  if context not in CONTEXTS:
-    raise errors.UserError(f"--context={context!r}; choose {' or '.join(CONTEXTS)}.")
+  model's own prior (with the factor prior), the term of the ELBO that the prior decides."""
+  _module(kind)  # a bad kind or context fails before the encoding
+  counts = context_counts(context, run_dir.load_config(workdir).data)
   fit_to = fit_to or ("posteriors" if kind == "fitted" else "samples")
   if fit_to not in FIT_TO:
     raise errors.UserError(f"--fit_to={fit_to!r}; choose {' or '.join(FIT_TO)}.")
@@ -168,7 +167,6 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
   config, model, spec, params, step = run_dir.restore_params(workdir, step)
   check_model(model)
   src = source.SceneSource(config.data.name, "train", data_dir or config.data.data_dir)
-  counts = context_counts(context, config.data)
   num_scenes = min(num_scenes or (2048 if kind == "fitted" else 8192), len(src))
   if kind == "fitted" and rank >= num_scenes:
     raise errors.UserError(f"--rank={rank} needs more than {rank} training scenes (--num_scenes={num_scenes}).")
@@ -190,9 +188,8 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
                                            context_counts=counts)
       prior = fitted_prior.fit_posteriors(means, variances, rank)
       kl = {"kl_fitted": mean_kl(prior, means, variances)}
-      own = _own_prior(model, params, means.shape[1])
-      if own is not None:
-        kl["kl_model"] = mean_kl(own, means, variances)
+      if model.factor:  # the model's own prior is of the same family
+        kl["kl_model"] = mean_kl(nerf_vae.prior_density(model, params), means, variances)
         log(f"  mean KL per scene of these posteriors: {kl['kl_fitted']:.1f} nats under the fitted prior, "
             f"{kl['kl_model']:.1f} under the model's own")
     else:
@@ -217,17 +214,6 @@ def fit_run(workdir: str, step: int | None = None, num_scenes: int | None = None
       f"{info['gaussian_held_out_nats']:.4f} for a rank-{rank} Gaussian fitted to the same latents "
       f"({time.time() - t0:.0f} s).")
   return path
-
-
-def _own_prior(model, params, size: int):
-  """The model's own prior as a ``fitted_prior.FittedPrior`` over ``size`` numbers: the factor prior, N(0, I)
-  (one factor of zeros) for independent cells; None for the hierarchical prior (no density over the cells
-  alone)."""
-  if model.factor:
-    return nerf_vae.prior_density(model, params)
-  if model.prior_in_use == "independent":
-    return fitted_prior.FittedPrior(jnp.zeros(size), jnp.zeros((size, 1)), jnp.ones(size))
-  return None
 
 
 def load(workdir: str, step: int, kind: str = "fitted"):

@@ -126,8 +126,7 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
   per_pixel = lambda x: jnp.mean(x / rays.pixels)
   kl_term = jnp.where(kl > free_bits, sample.weighted_kl, beta * free_bits)  # beta * max(KL, free bits)
   haze = opacity_mean(rays, out["fine"]["acc"], opacity_estimate)  # [B]
-  # coarse_weight 0: the coarse pass takes no gradient (its samples only place the fine ones, whose edges stop
-  # the gradient), so its backward pass is never built.
+  # 0: no term, so no gradient and no backward pass for the coarse pass (the docstring says why).
   coarse_term = coarse_weight * ll["coarse"] if coarse_weight else 0.0
   objective = ll["fine"] - kl_term + coarse_term - opacity_weight * rays.pixels * haze
   mse = jnp.mean(weighted_mse(rays, out["fine"]["rgb"]))
