@@ -6,7 +6,9 @@
 #              time, and whether the PNG bytes are the same);
 #   train64    the grid_4min config trained for TRAIN_SECONDS (default 240), evaluated (K = 1..4 context
 #              views, EVAL_SCENES (default 64) test scenes), and the per-scene NeRF fitted to the first
-#              BASELINE_SCENES (default 32) of the same test scenes;
+#              BASELINE_SCENES (default 32; 0: none) of the same test scenes;
+#   generate   the 64px model's prior sampled (experiments.generate: pictures, and the sample metrics against
+#              GEN_SCENES (default 128) real scenes), packed into eval.tar.gz beside the evaluation;
 #   plan       the memory plan of grid in float32 on an 80 GiB budget: the run starts (or stops with the plan)
 #              and the seconds to its first step are recorded;
 #   pipeline   the training pipeline's scenes/s on 64px_mini in batches of 64, in-process, with 1 worker and
@@ -26,10 +28,11 @@ set -u
 OUT_DIR=${1:-out/gpu_suite}
 WORK_DIR=${2:-$OUT_DIR/work}
 DATA_DIR=$WORK_DIR/data
-PHASES=${PHASES:-env build render train64 plan pipeline bench}
+PHASES=${PHASES:-env build render train64 generate plan pipeline bench}
 TRAIN_SECONDS=${TRAIN_SECONDS:-240}
 BASELINE_SCENES=${BASELINE_SCENES:-32}
 EVAL_SCENES=${EVAL_SCENES:-64}
+GEN_SCENES=${GEN_SCENES:-128}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}  # more config overrides for train64 (e.g. a smaller batch to try the script on a CPU)
 DEADLINE=${DEADLINE:-3600}
 PY=${PY:-python3}
@@ -82,9 +85,18 @@ if wants train64; then
     || stamp "64px evaluation failed or timed out"
   # Packed now and again after the baseline: the evaluation comes back even if the deadline cuts the baseline.
   tar czf "$OUT_DIR/eval.tar.gz" --exclude=checkpoints -C "$WORK_DIR" run_64px 2>/dev/null
-  stamp "train64: the per-scene NeRF on the first $BASELINE_SCENES test scenes"
-  limit 150 $PY -m experiments.nerf_baseline --workdir="$WORK_DIR/run_64px" --num_scenes=$BASELINE_SCENES \
-    || stamp "NeRF baseline failed or timed out"
+  if [ "$BASELINE_SCENES" -gt 0 ]; then
+    stamp "train64: the per-scene NeRF on the first $BASELINE_SCENES test scenes"
+    limit 150 $PY -m experiments.nerf_baseline --workdir="$WORK_DIR/run_64px" --num_scenes=$BASELINE_SCENES \
+      || stamp "NeRF baseline failed or timed out"
+    tar czf "$OUT_DIR/eval.tar.gz" --exclude=checkpoints -C "$WORK_DIR" run_64px 2>/dev/null
+  fi
+fi
+
+if wants generate; then
+  stamp "generate: the 64px model's prior, metrics against $GEN_SCENES scenes"
+  limit 180 $PY -m experiments.generate --workdir="$WORK_DIR/run_64px" --metric_scenes=$GEN_SCENES \
+    || stamp "generation failed or timed out"
   tar czf "$OUT_DIR/eval.tar.gz" --exclude=checkpoints -C "$WORK_DIR" run_64px 2>/dev/null
 fi
 

@@ -26,3 +26,13 @@ def test_a_phase_without_time_left_is_skipped(tmp_path):
   assert any("skipped" in s and "experiments.build" in s for s in stamps)
   assert any("skipped" in s and "experiments.benchmark_data" in s for s in stamps)
   assert stamps[-1].endswith("done")
+
+
+def test_train64_then_generate_without_the_baseline(tmp_path):
+  stamps = _run(tmp_path, PHASES="train64 generate", PY="echo", BASELINE_SCENES="0", GEN_SCENES="32")
+  names = [s.split("] ", 1)[1] for s in stamps]
+  assert names[0].startswith("train64: grid_4min") and names[-1] == "done"
+  assert not any("per-scene NeRF" in n for n in names)
+  log = (tmp_path / "out" / "suite.log").read_text()
+  assert "experiments.nerf_baseline" not in log
+  assert "-m experiments.generate --workdir=" in log and "--metric_scenes=32" in log

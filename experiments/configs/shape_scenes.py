@@ -53,6 +53,10 @@ RECIPE = {
     # Less haze: opaque objects and clear space, and better prior samples ("Where the haze comes from").
     "loss.opacity_weight": 0.05,
     "loss.density_noise": 1.0,
+    # The coarse pass only places the fine samples: no backward pass for it. The step 19% shorter on the CPU
+    # ("The coarse pass without a gradient"), 1.44x faster with 46% less memory for `grid` on one H200
+    # (BENCHMARKS.md, "The coarse pass without a gradient on one GPU").
+    "loss.coarse_weight": 0.0,
 }
 
 _TINY_RECIPE = {
@@ -61,9 +65,6 @@ _TINY_RECIPE = {
     # ("The demo's schedule: learning rate and KL weight").
     "train.learning_rate": 4e-3,
     "loss.beta_warmup_steps": None,
-    # The coarse pass only places the fine samples: no backward pass for it, a step 19% shorter on the CPU, for
-    # the demo's 15 minutes ("The coarse pass without a gradient").
-    "loss.coarse_weight": 0.0,
 }
 
 VARIANTS = {

@@ -28,9 +28,12 @@ from nerf_vae_jax import sharding
 from nerf_vae_jax.train import memory, update, run_dir
 
 REMAT_CHUNKS = 8  # ray chunks when the plan turns remat on
-# The probes' compiler options: without XLA's rematerialization pass, memory grows with the scenes as it is;
-# without autotuning the GPU's matmul kernels (a probe needs bytes, not the fastest kernel), it compiles sooner.
-PROBE_OPTIONS = {"xla_disable_hlo_passes": "rematerialization", "xla_gpu_autotune_level": 0}
+# The probes' compiler options: without XLA's rematerialization pass, memory grows with the scenes as it is.
+# Otherwise they compile as the real step does: probes compiled without autotuning the GPU's matmul kernels
+# (xla_gpu_autotune_level=0, from edc05be to 5887057) predicted 17-41% less than the real steps compiled on an
+# H200 in bfloat16 (other kernels, other fusions: BENCHMARKS.md, "The coarse pass without a gradient on one
+# GPU"); with autotuning (48d27e4) the prediction was within 1%.
+PROBE_OPTIONS = {"xla_disable_hlo_passes": "rematerialization"}
 
 
 def compile_step(config, device=None, compiler_options=None):
