@@ -5,7 +5,6 @@ import functools
 
 import jax
 import numpy as np
-import optax
 import pytest
 
 from conftest import small_config
@@ -124,32 +123,3 @@ def test_the_opacity_weight_rises_over_the_run_or_its_warm_up_to_its_setting():
   np.testing.assert_allclose([w(0), w(100), w(200), w(400)], [0.0, 0.05, 0.1, 0.1], rtol=1e-6)
   config.loss.opacity_weight = 0.0
   assert w(400) == 0.0
-
-
-@pytest.mark.parametrize("warmup", [0, 2])
-def test_the_prior_takes_its_own_constant_rate_and_the_rest_the_schedule(warmup):
-  # Adam moves each parameter by about its rate per step (a constant gradient), so the summed moves over 5 steps
-  # are the summed rates: the prior's constant after the warm-up, the rest's on the cosine schedule.
-  c = small_config(None, 10).train
-  c.learning_rate, c.warmup_steps, c.num_steps, c.prior_learning_rate = 1e-3, warmup, 10, 1e-2
-  params = {"params": {"latent_prior": {"w": np.zeros(3)}, "cell_prior_net": {"Dense_0": {"b": np.zeros(2)}},
-                       "encoder": {"w": np.zeros(4)}}}
-  tx = update.make_optimizer(c)
-  state, p = tx.init(params), params
-  grads = jax.tree.map(lambda x: -np.ones_like(x), params)
-  for _ in range(5):
-    u, state = tx.update(grads, state, p)
-    p = jax.tree.map(lambda a, b: a + b, p, u)
-  schedule = update.learning_rate_schedule(c)
-  prior_rates = [min(1.0, s / warmup) * 1e-2 if warmup else 1e-2 for s in range(5)]
-  np.testing.assert_allclose(p["params"]["latent_prior"]["w"], sum(prior_rates), rtol=1e-3)
-  np.testing.assert_allclose(p["params"]["cell_prior_net"]["Dense_0"]["b"], sum(prior_rates), rtol=1e-3)
-  np.testing.assert_allclose(p["params"]["encoder"]["w"], sum(float(schedule(s)) for s in range(5)), rtol=1e-3)
-
-
-def test_without_a_prior_rate_the_optimiser_state_is_unchanged():
-  # Runs saved before prior_learning_rate existed restore: the same state tree without it.
-  c = small_config(None, 10).train
-  params = {"params": {"latent_prior": {"w": np.zeros(3)}, "encoder": {"w": np.zeros(4)}}}
-  plain = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(update.learning_rate_schedule(c)))
-  assert jax.tree.structure(update.make_optimizer(c).init(params)) == jax.tree.structure(plain.init(params))

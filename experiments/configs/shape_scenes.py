@@ -162,8 +162,6 @@ def base() -> config_dict.ConfigDict:
   c.train.warmup_steps = 2_000
   c.train.final_learning_rate_ratio = 0.01  # cosine decay ends at this fraction of the peak
   c.train.grad_clip = 1.0  # global-norm clipping
-  # The learned prior's rate, constant after the warm-up (None: the schedule above; train/update.py)
-  c.train.prior_learning_rate = config_dict.placeholder(float)
   c.train.memory_limit_gib = config_dict.placeholder(float)  # per device; None: what the device reports
   c.train.stop_check_every = 10  # several processes: steps between agreeing on a SIGTERM / the time budget
   c.train.time_budget_minutes = 0.0  # stop (with a checkpoint) after this much wall-clock time (0: no limit)

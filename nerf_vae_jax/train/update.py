@@ -32,34 +32,10 @@ def learning_rate_schedule(train_config):
       end_value=train_config.get("final_learning_rate_ratio", 0.01) * train_config.learning_rate)
 
 
-# The learned prior's modules (``models/nerf_vae.py``): the factor prior and the hierarchical p(cells | z0).
-PRIOR_MODULES = ("latent_prior", "cell_prior_net")
-
-
 def make_optimizer(train_config) -> optax.GradientTransformation:
-  """Adam with warm-up and cosine decay, after global-norm clipping.
-
-  ``train_config.prior_learning_rate`` (None: the same schedule): the learned prior's parameters then take
-  this rate, after the same warm-up, without the decay. Why: the prior chases posteriors that keep moving, and
-  under the decayed rate it ends tens of nats per scene above the best Gaussian of its family (RESULTS.md,
-  "Does the model's own prior keep up with its posteriors?").
-  """
-  adam = optax.adam(learning_rate_schedule(train_config))
-  prior_lr = train_config.get("prior_learning_rate")
-  if prior_lr is not None:
-    # Linear to prior_lr over the warm-up, then constant (linear_schedule holds its end value; with no warm-up
-    # it would hold its start, 0).
-    warm = (optax.linear_schedule(0.0, prior_lr, train_config.warmup_steps) if train_config.warmup_steps > 0
-            else prior_lr)
-    adam = optax.multi_transform({"model": adam, "prior": optax.adam(warm)}, _prior_labels)
-  return optax.chain(optax.clip_by_global_norm(train_config.grad_clip), adam)
-
-
-def _prior_labels(params):
-  """"prior" for the parameters of ``PRIOR_MODULES``, "model" for the rest (same tree as ``params``)."""
-  def label(path, _):
-    return "prior" if any(getattr(k, "key", None) in PRIOR_MODULES for k in path) else "model"
-  return jax.tree_util.tree_map_with_path(label, params)
+  """Adam with warm-up and cosine decay, after global-norm clipping."""
+  return optax.chain(optax.clip_by_global_norm(train_config.grad_clip),
+                     optax.adam(learning_rate_schedule(train_config)))
 
 
 def beta_at(step, config):
