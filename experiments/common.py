@@ -8,6 +8,7 @@ import sys
 import traceback
 
 from absl import flags, logging
+import jax
 
 from nerf_vae_jax import errors
 
@@ -53,11 +54,29 @@ def define_run_flags(*, step: bool = True, scenes: int | None = None, scenes_hel
   flags.mark_flags_as_required(["workdir"])
 
 
+# Where compiled programs persist between runs unless $JAX_COMPILATION_CACHE_DIR says otherwise (empty: none).
+CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nerf_vae_jax", "jax")
+
+
+def use_compilation_cache() -> str | None:
+  """Turns on JAX's persistent compilation cache (``CACHE_DIR``, or $JAX_COMPILATION_CACHE_DIR), and returns
+  its folder (None: off). Why: a relaunch of the same config (a resumed or preempted run, an evaluation, a
+  sweep's repeated shapes) loads its programs instead of compiling them: the `tiny` step compiled 6 s after
+  start-up instead of 19 s on the CPU; on a GPU the memory plan's probes and the step take about 90 s
+  (BENCHMARKS.md, "The coarse pass without a gradient on one GPU"). JAX keys each entry by the program, its
+  compiler options, the device kind and the JAX version."""
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+    return CACHE_DIR
+  return os.environ["JAX_COMPILATION_CACHE_DIR"] or None
+
+
 def run(fn, /, **kwargs) -> int:
-  """Calls fn with keyword arguments; the project's own errors (``errors.UserError``: bad input whose
-  message says what to do) are one line on stderr and exit code 1. Any other
-  exception keeps its traceback."""
+  """Calls fn with keyword arguments, the compilation cache on (``use_compilation_cache``); the project's own
+  errors (``errors.UserError``: bad input whose message says what to do) are one line on stderr and exit
+  code 1. Any other exception keeps its traceback."""
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it renames at INFO
+  use_compilation_cache()
   try:
     fn(**kwargs)
   except errors.UserError as e:
