@@ -54,21 +54,22 @@ def define_run_flags(*, step: bool = True, scenes: int | None = None, scenes_hel
   flags.mark_flags_as_required(["workdir"])
 
 
-# Where compiled programs persist between runs unless $JAX_COMPILATION_CACHE_DIR says otherwise (empty: none).
+# Where compiled programs persist between runs unless $JAX_COMPILATION_CACHE_DIR says otherwise (empty: none),
+# and its size: beyond it JAX deletes the least recently used entries (a sweep of many shapes fills no disk).
 CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nerf_vae_jax", "jax")
+CACHE_MAX_BYTES = 4 * 2 ** 30
 
 
-def use_compilation_cache() -> str | None:
-  """Turns on JAX's persistent compilation cache (``CACHE_DIR``, or $JAX_COMPILATION_CACHE_DIR), and returns
-  its folder (None: off). Why: a relaunch of the same config (a resumed or preempted run, an evaluation, a
+def use_compilation_cache() -> None:
+  """Turns on JAX's persistent compilation cache in ``CACHE_DIR`` unless $JAX_COMPILATION_CACHE_DIR is set
+  (JAX then reads it itself). Why: a relaunch of the same config (a resumed or preempted run, an evaluation, a
   sweep's repeated shapes) loads its programs instead of compiling them: the `tiny` step compiled 6 s after
   start-up instead of 19 s on the CPU; on a GPU the memory plan's probes and the step take about 90 s
   (BENCHMARKS.md, "The coarse pass without a gradient on one GPU"). JAX keys each entry by the program, its
   compiler options, the device kind and the JAX version."""
   if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
-    return CACHE_DIR
-  return os.environ["JAX_COMPILATION_CACHE_DIR"] or None
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
 
 
 def run(fn, /, **kwargs) -> int:

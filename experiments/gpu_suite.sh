@@ -46,6 +46,8 @@ export PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$WORK_DIR/jax_cache}  # a rerun skips the compiles
 t0=$(date +%s)
 stamp() { echo "=== [$(( $(date +%s) - t0 )) s] $*" | tee -a "$LOG"; }
+# pack: the 64px run's evaluation, samples and logs (not its checkpoints) into OUT_DIR/eval.tar.gz.
+pack() { tar czf "$OUT_DIR/eval.tar.gz" --exclude=checkpoints -C "$WORK_DIR" run_64px 2>/dev/null; }
 wants() { case " $PHASES " in *" $1 "*) return 0;; esac; return 1; }
 # limit SECONDS CMD...: CMD under `timeout`, at most SECONDS and at most what is left before DEADLINE.
 limit() {
@@ -84,12 +86,12 @@ if wants train64; then
   limit 180 $PY -m experiments.evaluate --workdir="$WORK_DIR/run_64px" --num_scenes=$EVAL_SCENES \
     || stamp "64px evaluation failed or timed out"
   # Packed now and again after the baseline: the evaluation comes back even if the deadline cuts the baseline.
-  tar czf "$OUT_DIR/eval.tar.gz" --exclude=checkpoints -C "$WORK_DIR" run_64px 2>/dev/null
+  pack
   if [ "$BASELINE_SCENES" -gt 0 ]; then
     stamp "train64: the per-scene NeRF on the first $BASELINE_SCENES test scenes"
     limit 150 $PY -m experiments.nerf_baseline --workdir="$WORK_DIR/run_64px" --num_scenes=$BASELINE_SCENES \
       || stamp "NeRF baseline failed or timed out"
-    tar czf "$OUT_DIR/eval.tar.gz" --exclude=checkpoints -C "$WORK_DIR" run_64px 2>/dev/null
+    pack
   fi
 fi
 
@@ -97,7 +99,7 @@ if wants generate; then
   stamp "generate: the 64px model's prior, metrics against $GEN_SCENES scenes"
   limit 180 $PY -m experiments.generate --workdir="$WORK_DIR/run_64px" --metric_scenes=$GEN_SCENES \
     || stamp "generation failed or timed out"
-  tar czf "$OUT_DIR/eval.tar.gz" --exclude=checkpoints -C "$WORK_DIR" run_64px 2>/dev/null
+  pack
 fi
 
 if wants plan; then

@@ -150,17 +150,20 @@ def test_wrong_variant_is_one_line(env, tmp_path):
 
 @pytest.mark.parametrize("setting", ["default", "off"])
 def test_the_entry_points_keep_compiled_programs_unless_told_not_to(tmp_path, setting):
-  # common.run turns on JAX's persistent cache under $XDG_CACHE_HOME/nerf_vae_jax/jax; an empty
-  # $JAX_COMPILATION_CACHE_DIR turns it off.
+  # common.run turns on JAX's persistent cache under $XDG_CACHE_HOME/nerf_vae_jax/jax (at most 4 GiB); an
+  # empty $JAX_COMPILATION_CACHE_DIR turns it off.
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
   env.update(XDG_CACHE_HOME=str(tmp_path), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PLATFORMS="cpu")
   if setting == "off":
     env["JAX_COMPILATION_CACHE_DIR"] = ""
   code = ("import jax, jax.numpy as jnp; from experiments import common; "
-          "common.run(lambda: print(float(jax.jit(lambda x: jnp.sin(x) * 2)(1.0))))")
+          "common.run(lambda: print(jax.config.jax_compilation_cache_max_size, "
+          "float(jax.jit(lambda x: jnp.sin(x) * 2)(1.0))))")
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                        cwd=os.path.join(os.path.dirname(__file__), os.pardir))
-  assert abs(float(out.stdout.split()[-1]) - 2 * np.sin(1.0)) < 1e-6
+  max_size, value = out.stdout.split()[-2:]
+  assert abs(float(value) - 2 * np.sin(1.0)) < 1e-6
+  assert int(max_size) == (4 * 2 ** 30 if setting == "default" else -1)  # bounded where the project chose the folder
   cache = tmp_path / "nerf_vae_jax" / "jax"
   entries = list(cache.iterdir()) if cache.exists() else []
   assert (len(entries) > 0) == (setting == "default")
