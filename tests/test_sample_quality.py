@@ -4,9 +4,11 @@ probe's cache."""
 import dataclasses
 import os
 
+import flax.serialization
 import numpy as np
 import pytest
 
+from nerf_vae_jax import errors
 from nerf_vae_jax.data import source
 from nerf_vae_jax.evaluation import haze_regions, probe_net, sample_metrics, sample_quality, uncertainty
 from nerf_vae_jax.scenes import specs
@@ -131,7 +133,7 @@ def test_the_hidden_objects_phrase_says_when_there_are_none():
   assert uncertainty.hidden_summary(some) == "0.023 on objects it does not show (52 pixels; ratio 0.54)"
 
 
-def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys):
+def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, tmp_path, monkeypatch, capsys):
   settings = probe_net.Settings(train_scenes=32, epochs=4, batch_size=32)
   logs = []
   model, params, info = probe_net.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
@@ -145,6 +147,21 @@ def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys
   cached = probe_net.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
   assert not logs and cached[2]["folder"] == info["folder"]
   np.testing.assert_allclose(probe_net.features(cached, images), feats, rtol=1e-6)
+  # Published into the package, it is read before any cache, on a machine without the dataset.
+  monkeypatch.setattr(probe_net, "PUBLISHED", str(tmp_path / "published"))
+  path = probe_net.publish("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
+  assert not logs and path.startswith(str(tmp_path / "published"))
+  published = probe_net.load_or_train("shape_scenes/tiny", str(tmp_path / "elsewhere"), settings, log=logs.append)
+  assert not logs and published[2]["folder"] == path and published[2]["held_out"] == info["held_out"]
+  np.testing.assert_array_equal(probe_net.features(published, images), feats)
+  assert not os.path.exists(tmp_path / "elsewhere")
+  # A published file that does not fit the network is a clear error, not a silent retraining.
+  params_only = flax.serialization.msgpack_restore(open(path, "rb").read())
+  params_only["params"]["Dense_0"]["bias"] = np.zeros(3, np.float32)
+  with open(path, "wb") as f:
+    f.write(flax.serialization.msgpack_serialize(params_only))
+  with pytest.raises(errors.UserError, match="--publish"):
+    probe_net.load_or_train("shape_scenes/tiny", tiny_data_dir, settings)
   # A changed dataset spec (or probe settings) is another key: trained anew, in another folder.
   spec = specs.SPECS["tiny"]
   assert probe_net.cache_key(spec, settings) != probe_net.cache_key(dataclasses.replace(spec, seed=1), settings)
@@ -152,6 +169,25 @@ def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, monkeypatch, capsys
   monkeypatch.setitem(specs.SPECS, "tiny", dataclasses.replace(spec, ambient=0.5))
   changed = probe_net.load_or_train("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
   assert logs and changed[2]["folder"] != info["folder"]
+
+
+def test_the_published_probe_is_the_current_specs_and_is_read_without_the_dataset(tmp_path):
+  # Each published probe must carry the key of its dataset's current spec and builder version and of the
+  # default settings: after a change to any of them it would silently go unread (and the probe be trained
+  # on every machine again) until republished with `experiments.probe --publish`.
+  stems = {f.rsplit(".", 1)[0] for f in os.listdir(probe_net.PUBLISHED)}
+  assert "shape_scenes_32px" in {s.rsplit("-", 1)[0] for s in stems}  # `make demo`'s dataset
+  for stem in stems:
+    name = "shape_scenes/" + stem.rsplit("-", 1)[0].removeprefix("shape_scenes_")
+    assert probe_net.published_path(specs.parse_name(name)) == os.path.join(probe_net.PUBLISHED, stem), (
+        f"{stem} is stale: republish it (python -m experiments.probe --dataset={name} --publish)")
+  logs = []
+  model, params, info = probe_net.load_or_train("shape_scenes/32px", str(tmp_path), log=logs.append)
+  assert not logs and not os.listdir(tmp_path)  # neither trained nor cached: read from the package
+  assert info["held_out"]["count_accuracy"] > 0.7 and info["held_out"]["layout_accuracy"] > 0.95
+  images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+  feats = probe_net.features((model, params, info), images)
+  assert feats.shape == (3, 64) and np.all(np.isfinite(feats)) and np.std(feats) > 0
 
 
 def test_the_frechet_spread_is_what_another_draw_moves_the_distance_by():

@@ -17,6 +17,14 @@ dataset and cached under DATA_DIR/probes/<dataset>-<key>/, where the key is
 a hash of the dataset's spec and the probe's settings: a changed dataset (or
 probe) gets a new folder, never a stale probe. ``experiments.probe`` trains
 it and prints its held-out accuracy (the test split).
+
+Published probes: ``experiments.probe --publish`` copies a trained probe into
+the package (nerf_vae_jax/evaluation/probes/<dataset>-<key>.msgpack, its
+scores beside it as .json), and ``load_or_train`` reads it before any cache.
+So every machine measures a dataset's Fréchet distances with the same
+network, as FID does with one Inception, and a fresh clone skips the
+training (32 s of `make demo`). The key still decides: a published probe of
+another spec or version is never read.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import os
 import time
 
 import flax.linen as nn
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,10 +46,12 @@ import optax
 
 from nerf_vae_jax import errors
 from nerf_vae_jax.data import build, source
+from nerf_vae_jax.data.shape_scenes import ShapeScenes
 from nerf_vae_jax.scenes import specs
 from nerf_vae_jax.train import checkpoints
 
 VERSION = 1  # bump when the network, labels or training change: old caches are then ignored
+PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probes")
 NUM_HUES = 6
 LAYOUT = 4  # layout cells per side
 
@@ -145,15 +156,38 @@ def features(probe: tuple, images: np.ndarray) -> np.ndarray:
 
 
 def cache_key(spec: specs.SceneSpec, settings: Settings) -> str:
-  """A hash of everything the probe depends on: the dataset's spec, the probe's settings and version."""
+  """A hash of everything the probe depends on: the dataset's spec and builder version (a renderer change
+  keeps the spec), the probe's settings and version."""
   blob = json.dumps({"spec": dataclasses.asdict(spec), "settings": dataclasses.asdict(settings),
-                     "version": VERSION}, sort_keys=True, default=str)
+                     "version": VERSION, "dataset_version": str(ShapeScenes.VERSION) if spec.dataset == "shape_scenes" else None}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _stem(spec: specs.SceneSpec, settings: Settings) -> str:
+  return f"{spec.full_name.replace('/', '_')}-{cache_key(spec, settings)}"
+
+
 def cache_dir(name: str, data_dir: str, settings: Settings) -> str:
-  spec = build.spec_of(name, data_dir)
-  return os.path.join(data_dir, "probes", f"{spec.full_name.replace('/', '_')}-{cache_key(spec, settings)}")
+  return os.path.join(data_dir, "probes", _stem(build.spec_of(name, data_dir), settings))
+
+
+def published_path(spec: specs.SceneSpec, settings: Settings = Settings()) -> str:
+  """Where the published probe of ``spec`` lives (without its suffix: .msgpack the parameters, .json the info)."""
+  return os.path.join(PUBLISHED, _stem(spec, settings))
+
+
+def _read_published(path: str, abstract) -> tuple:
+  """(params, info) of a published probe, its parameters checked against the network's shapes."""
+  with open(path + ".json") as f:
+    info = json.load(f)
+  with open(path + ".msgpack", "rb") as f:
+    params = flax.serialization.msgpack_restore(f.read())
+  shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)
+  if shapes(params) != shapes(abstract):
+    raise errors.UserError(f"The published probe {path}.msgpack does not fit the probe network (its shapes "
+                           f"differ): republish it with python -m experiments.probe --publish, or delete it "
+                           f"to train the probe locally.")
+  return params, dict(info, folder=path + ".msgpack")
 
 
 def train(src: source.SceneSource, settings: Settings, log=print):
@@ -194,12 +228,15 @@ def load_or_train(name: str, data_dir: str | None = None, settings: Settings = S
                            f"colours); {spec.full_name} has none. Use a shape_scenes dataset.")
   folder = cache_dir(name, data_dir, settings)
   model = Probe(num_counts=spec.max_objects + 1)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, spec.height, spec.width, 3),
+                                                                                   jnp.uint8)))
+  published = published_path(spec, settings)
+  if os.path.exists(published + ".json"):
+    return (model, *_read_published(published, abstract))
   info_path = os.path.join(folder, "probe.json")
   if os.path.exists(info_path):
     with open(info_path) as f:
       info = json.load(f)
-    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, spec.height, spec.width, 3),
-                                                                                     jnp.uint8)))
     return model, checkpoints.restore_tree(os.path.join(folder, "params"), abstract), info
   log(f"Training the probe of {spec.full_name} (once; cached in {folder}) ...")
   model, params = train(source.SceneSource(name, "train", data_dir), settings, log)
@@ -211,6 +248,22 @@ def load_or_train(name: str, data_dir: str | None = None, settings: Settings = S
   with open(info_path, "w") as f:  # written last: its presence marks a complete cache
     json.dump(info, f, indent=2)
   return model, params, info
+
+
+def publish(name: str, data_dir: str | None = None, settings: Settings = Settings(), log=print) -> str:
+  """Copies the probe of a dataset (cached, or trained first) into the package; returns its path."""
+  data_dir = data_dir or build.default_data_dir()
+  spec = build.spec_of(name, data_dir)
+  path = published_path(spec, settings)
+  if os.path.exists(path + ".json"):
+    return path + ".msgpack"
+  _, params, info = load_or_train(name, data_dir, settings, log)
+  os.makedirs(PUBLISHED, exist_ok=True)
+  with open(path + ".msgpack", "wb") as f:
+    f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, jax.device_get(params))))
+  with open(path + ".json", "w") as f:  # written last, as the cache's probe.json
+    json.dump({k: v for k, v in info.items() if k != "folder"}, f, indent=2)
+  return path + ".msgpack"
 
 
 def describe(info: dict) -> str:
