@@ -23,18 +23,14 @@ encoding sizes, width W, depth L):
       interpolated D-dimensional cell latent)
 
 and per_scene_mlp the layers run once per scene and pass (FiLM or token
-projections, the background head). The hierarchical prior adds its q(z0)
-encoder and p(cells | z0) decoder once per scene (``prior_flops``: 3-D
-convolutions cost 2 x 27 C_in C_out per output cell); the factor prior its
-projections of each scene's latent onto its factors, and its Woodbury
+projections, the background head). The factor prior adds its projections
+of each scene's latent onto its factors (``prior_flops``), and its Woodbury
 factors once per step (``prior_step_flops``).
 """
 
 from __future__ import annotations
 
 import math
-
-from nerf_vae_jax.models import priors
 
 
 def encoder_flops(height: int, width: int, channels, cells: int, num_outputs: int) -> int:
@@ -87,42 +83,10 @@ def grid_head_flops(model) -> int:
 
 
 def prior_flops(model) -> int:
-  """Forward FLOPs of the hierarchical prior's networks (``models/priors.py``) for one scene, or of the factor
-  prior's projections of the scene's latent onto its k factors (2 L k each: the KL, its two sides and the
-  importance ratio; its Woodbury factors, once per step, are ``prior_step_flops``); 0 with the independent
-  prior."""
-  if model.factor:
-    return 4 * 2 * math.prod(model.latent_shape) * model.prior_rank
-  if not model.hierarchical:
-    return 0
-  g, ch, top, d = model.grid_size, model.prior_channels, model.top_dim, model.latent_dim
-  conv = lambda cells, cin: 2 * cells * 27 * (cin + 3) * ch  # + 3 coordinate channels
-  dense = lambda n_in, n_out: 2 * n_in * n_out
-  per_cell = model.prior_net == "per_cell"
-  enc = conv(g ** 3, model.encoder_channels[-1] + 1)  # cell features + "seen"
-  if per_cell:
-    enc += dense(g ** 3 * ch, 4) + dense(4 * g ** 3, 2 * ch)
-  else:
-    size = g
-    while size > 2:
-      size //= 2
-      enc += conv(size ** 3, ch)
-    enc += dense(8 * ch, 2 * ch)
-  enc += dense(2 * ch, 2 * top)
-  if model.prior_net == "slots":  # bumps at K slots, [1, appearance] each, then a convolution of them
-    a, s = priors.slot_split(top)
-    dec = 2 * g ** 3 * priors.SLOTS * (1 + a) + conv(g ** 3, 1 + a + s)
-    start = g
-  else:
-    start = g if per_cell else 2
-    dec = dense(top, start ** 3 * ch)
-  size = start
-  while True:
-    dec += conv(size ** 3, ch)
-    if size == g:
-      break
-    size *= 2
-  return enc + dec + g ** 3 * dense(ch, 2 * d + model.top_down)
+  """Forward FLOPs of the factor prior's projections of one scene's latent onto its k factors (2 L k each: the
+  KL, its two sides and the importance ratio; its Woodbury factors, once per step, are ``prior_step_flops``);
+  0 with the independent prior."""
+  return 4 * 2 * math.prod(model.latent_shape) * model.prior_rank if model.factor else 0
 
 
 def prior_step_flops(model) -> int:

@@ -358,7 +358,7 @@ def test_a_second_prior_is_scored_against_the_same_references_without_rendering_
   zeros = lambda model_, params_, key, num, temperature=1.0: np.zeros((num,) + model.latent_shape, np.float32)
   score = lambda **kw: sample_metrics.measure(model, params, src, probe, num_scenes=2, **kw)[0]["frechet"]
   # Per call: the samples, the reconstructions, and independent cells unless they are the model's own samples.
-  per_call = 3 if model.hierarchical or model.factor else 2
+  per_call = 3 if model.factor else 2
   alone, refs = score(), {}
   first = score(references=refs)
   assert len(renders) == 2 * per_call and first == alone

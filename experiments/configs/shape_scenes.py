@@ -119,15 +119,11 @@ def base() -> config_dict.ConfigDict:
   c.model.background_token = False
   c.model.colour_features = False
   c.model.posterior = "average"  # "average" (the reference) or "poe" (product of experts)
-  # Grid only: the prior of the cells. "independent": N(0, I) on every cell (the reference); "hierarchical":
-  # a scene-level z0 ~ N(0, I) and p(cells | z0); "factor": one Gaussian over the whole latent with prior_rank
-  # shared factors, the second-stage prior's family learned with the model (nerf_vae_jax/models/priors.py).
+  # Grid only: the prior of the cells. "independent": N(0, I) on every cell (the reference); "factor": one
+  # Gaussian over the whole latent with prior_rank shared factors, the second-stage prior's family learned with
+  # the model (nerf_vae_jax/models/priors.py).
   c.model.prior = "independent"
   c.model.prior_rank = 128  # factor: its shared factors (as the second-stage prior, experiments.fit_prior)
-  c.model.prior_net = "per_cell"  # hierarchical: "per_cell" (a dense basis per cell) or "pyramid" (2 -> 4 -> 8)
-  c.model.top_dim = 64  # hierarchical: size of z0
-  c.model.prior_channels = 16  # hierarchical: channels of its encoder's and decoder's 3-D convolutions
-  c.model.top_down = 0  # hierarchical: features of z0 per cell that the scene function reads beside the cells
   # Grid, average: a view vouches for a cell by its depth against the surface the view predicts there; hidden
   # cells follow the prior ("How far are samples from scenes?").
   c.model.depth_lift = False
@@ -141,8 +137,8 @@ def base() -> config_dict.ConfigDict:
   c.loss.beta_warmup_steps = config_dict.placeholder(int)  # linear KL warm-up from 0 (None: the whole run)
   c.loss.beta_warmup_steps = 10_000
   c.loss.free_bits = 0.0  # nats per scene below which the KL is not penalised
-  # Hierarchical prior: p(cells | z0) learns from the whole KL while beta warms up (the encoder's side is
-  # scaled by beta); without it z0 collapsed ("Can the model sample scenes?").
+  # A learned (factor) prior learns from the whole KL while beta warms up (the encoder's side is scaled by
+  # beta); without it the hierarchical prior's z0 collapsed ("Can the model sample scenes?").
   c.loss.kl_balance = True
   c.loss.coarse_weight = 0.1  # weight of the coarse pass's likelihood (0: the coarse pass takes no gradient)
   c.loss.targets = "held_out"  # rays from the target views, or context views too ("all")

@@ -13,7 +13,7 @@ both backdrop options, so the arms stay what they were whatever the tiny config'
 import itertools
 
 _OFF = {"model.background_token": False, "model.colour_features": False}
-# The study ran before the hierarchical prior (which has no place for the token): every arm keeps the
+# The study ran before the learned priors: every arm keeps the
 # independent prior it was run with.
 ARMS = [dict(arm, **{"model.prior": "independent"}) for arm in [
     {"loss.object_fraction": 0.5, **_OFF},  # the recipe before the object-rays study

@@ -20,5 +20,5 @@ ARMS = [
 
 
 def get_sweep():
-  # The study ran before the hierarchical prior (which has no place for the token): the independent prior.
+  # The study ran before the learned priors: the independent prior.
   return [dict(arm, **{"model.prior": "independent"}) for arm in ARMS]

@@ -15,7 +15,7 @@ from nerf_vae_jax.models import nerf_vae
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _render_and_background(model, params, batch: dict, height: int, width: int):
   """``protocol.infer_and_render`` of the target cameras, plus the background colour [B, 3], from one inference."""
-  latent = nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, batch))
+  latent = nerf_vae.infer(model, params, batch).mean
   out = nerf_vae.render_views(model, params, latent, batch["target_intrinsics"], batch["target_cam_to_world"],
                               height, width)
   return dict(out, background=model.apply(params, latent, method=nerf_vae.NeRFVAE.background_colour))

@@ -50,17 +50,13 @@ def context_batch(scenes: list[dict], num_context: int) -> dict:
 
 def refine_posterior(model, params, batch, q: posterior.Posterior, key, settings: Settings) -> posterior.Posterior:
   """Test-time refinement: Adam on the means and log scales of each scene's
-  posterior (both levels of a hierarchical one) to raise the ELBO of its
-  context views (iterative amortised inference, started from the encoder's
+  posterior to raise the ELBO of its context views (iterative amortised inference, started from the encoder's
   guess). Returns the refined posterior."""
   tx = optax.adam(settings.refine_learning_rate)
   free = {"mean": q.mean, "log_scale": jnp.log(q.scale)}
-  if q.hierarchical:
-    free.update(top_mean=q.top_mean, log_top_scale=jnp.log(q.top_scale))
 
   def posterior_of(f):
-    top = dict(top_mean=f["top_mean"], top_scale=jnp.exp(f["log_top_scale"])) if q.hierarchical else {}
-    return q._replace(mean=f["mean"], scale=jnp.exp(f["log_scale"]), **top)
+    return posterior.Posterior(f["mean"], jnp.exp(f["log_scale"]))
 
   def neg_elbo(f, k):
     k_z, k_rays = jax.random.split(k)
@@ -94,7 +90,7 @@ def evaluate_batch(model, params, batch, key, settings: Settings):
   if settings.refine_steps:
     q = refine_posterior(model, params, batch, q, k_refine, settings)
   _, t, h, w, _ = batch["target_images"].shape
-  out = nerf_vae.render_views(model, params, nerf_vae.posterior_latent(model, params, q), batch["target_intrinsics"],
+  out = nerf_vae.render_views(model, params, q.mean, batch["target_intrinsics"],
                               batch["target_cam_to_world"], h, w, settings.chunk)
   rays = ray_sampling.target_rays(batch, k_rays, settings.num_rays)
   ll, log_ratio, kl = objectives.posterior_samples(model, params, q, rays, k_z, num_samples=settings.num_samples,
@@ -141,5 +137,5 @@ def evaluate(model, params, scenes: list[dict], num_context: int, settings: Sett
 def infer_and_render(model, params, context: dict, cameras: tuple, height: int, width: int, chunk: int = 4096):
   """Renders cameras (intrinsics [B, V, 4], cam_to_world [B, V, 4, 4]) from the posterior mean of
   ``context`` (a batch, or its context part): rgb, depth, acc [B, V, H, W, ...]."""
-  latent = nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, context))
+  latent = nerf_vae.infer(model, params, context).mean  # the posterior mean stands for it
   return nerf_vae.render_views(model, params, latent, *cameras, height, width, chunk)

@@ -110,7 +110,7 @@ def measure(model, params, src, probe, *, num_scenes: int = 128, seed: int = 0, 
     cache["key"] = (n, seed)
   if "independent" not in cache:
     if model.prior_in_use != "independent" or sample_prior is not nerf_vae.sample_prior:
-      independent = render(np.asarray(nerf_vae.independent_cells(model, params, k_independent, n)))
+      independent = render(np.asarray(nerf_vae.independent_cells(model, k_independent, n)))
     else:  # the independent prior's own samples
       independent = samples
     posteriors = second_stage.posterior_latents(model, params, a.__getitem__, n, seed=seed, log=lambda _: None)

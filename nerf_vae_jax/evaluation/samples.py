@@ -138,7 +138,7 @@ def generate(workdir, step=None, num_samples=16, num_frames=24, num_pairs=3, num
   n = min(2 * num_pairs, len(src)) // 2 * 2
   scenes = [src[i] for i in range(n)]
   context = batching.context(protocol.context_batch(scenes, protocol.CONTEXT_CANDIDATES))
-  mean = jax.jit(lambda c: nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, c)))(context)
+  mean = jax.jit(lambda c: nerf_vae.infer(model, params, c).mean)(context)
   t = jnp.linspace(0.0, 1.0, num_steps).reshape((1, num_steps) + (1,) * len(model.latent_shape))
   a, b = mean[0::2], mean[1::2]  # [P, ...]
   lat = ((1 - t) * a[:, None] + t * b[:, None]).reshape((-1,) + model.latent_shape)  # [P * steps, ...]

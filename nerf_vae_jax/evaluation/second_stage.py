@@ -11,21 +11,15 @@ prior, and scored by the held-out bounds under either prior. Two kinds:
 
 ``fit_run`` encodes training scenes from their 4 context views (``--context=training``: from as many as
 training draws, 1-4), draws one
-latent z ~ q(z | views) per scene (the cells; with the hierarchical prior
-z0 ~ q(z0) first), fits p2 to them and saves it beside the checkpoints
+latent z ~ q(z | views) per scene, fits p2 to them and saves it beside the checkpoints
 (RUN/fitted_prior/STEP.npz, or STEP_transformer.npz). The Gaussian is fitted
 to each scene's posterior as a whole instead (its mean and variance,
 ``--fit_to=posteriors``, the default: the same samples and a better held-out
 bound than one sample per scene, ``--fit_to=samples``; RESULTS.md).
 ``bounds`` estimates the held-out ELBO and IWAE bound of test scenes under
 the model's prior and under p2, from the same posterior samples and rays:
-with p2, the weights are
-
-  log p(x | z) + log p2(cells) + log N(z0; 0, I) - log q(z0, cells | views),
-
-where N(z0; 0, I) is an auxiliary density for z0 (which the decoder does not
-read once p2 replaces p(cells | z0)): any normalised choice keeps the bound a
-bound on the log-likelihood of the model with prior p2.
+with p2, the weights are log p(x | z) + log p2(z) - log q(z | views), a bound
+on the log-likelihood of the model with prior p2.
 """
 
 from __future__ import annotations
@@ -67,9 +61,6 @@ def log_prob(prior, z):
 def check_model(model) -> None:
   if model.latent not in ("grid", "global"):
     raise errors.UserError(f"A fitted prior needs a latent; this model's is {model.latent!r}.")
-  if model.hierarchical and model.top_down:
-    raise errors.UserError("This model's scene function reads z0 (config.model.top_down > 0); the fitted prior "
-                           "covers the cells only. Fit it to a run with top_down=0.")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -79,8 +70,9 @@ def _encode(model, params, context, key):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _encode_moments(model, params, context, key):
-  mean, scale = nerf_vae.cells_posterior(model, params, nerf_vae.infer(model, params, context), key)
-  return mean, jnp.square(scale)
+  del key  # the same signature as _encode
+  q = nerf_vae.infer(model, params, context)
+  return q.mean, jnp.square(q.scale)
 
 
 def _encode_scenes(encode, model, params, scene, num_scenes: int, batch_size: int, seed: int, log,
@@ -115,8 +107,7 @@ def posterior_latents(model, params, scene, num_scenes: int, batch_size: int = 3
 def posterior_moments(model, params, scene, num_scenes: int, batch_size: int = 32, seed: int = 0, log=print,
                       context_counts=(protocol.CONTEXT_CANDIDATES,)):
   """Each training scene's posterior as a whole: the means and variances [num_scenes, L] (float32, flattened
-  cells) of q(cells | 4 context views) (with the hierarchical prior, given one z0 ~ q(z0): the z0 of
-  ``posterior_latents``' sample with the same seed)."""
+  cells) of q(cells | 4 context views)."""
   return tuple(_encode_scenes(_encode_moments, model, params, scene, num_scenes, batch_size, seed, log,
                               context_counts))
 
@@ -249,7 +240,7 @@ def _bounds_batch(model, params, prior, batch, settings: protocol.Settings, key)
   ll, s = objectives.posterior_draws(model, params, q, rays, k_z, num_samples=settings.num_samples,
                                     likelihood_scale=settings.likelihood_scale)
   ratio = s.log_ratio
-  fitted_ratio = s.log_top_prior + jax.vmap(functools.partial(log_prob, prior))(s.z) - s.log_q
+  fitted_ratio = jax.vmap(functools.partial(log_prob, prior))(s.z) - s.log_q
   pixels = batch["target_images"].shape[1] * batch["target_images"].shape[2] * batch["target_images"].shape[3]
   return {"elbo_model": jnp.mean(ll + ratio, 0) / pixels, "iwae_model": objectives.iwae(ll, ratio) / pixels,
           "elbo_fitted": jnp.mean(ll + fitted_ratio, 0) / pixels,

@@ -74,7 +74,7 @@ def _posterior_latents(model, params, context, num_samples: int, key):
   """S posterior samples [S, B, ...] and the posterior's latent [B, ...]."""
   q = nerf_vae.infer(model, params, context)
   samples = jax.vmap(lambda k: nerf_vae.sample_posterior(model, params, q, k).z)(jax.random.split(key, num_samples))
-  return samples, nerf_vae.posterior_latent(model, params, q)
+  return samples, q.mean
 
 
 def measure(model, params, scenes: list[dict], *, num_samples: int = 8, seed: int = 0, batch_size: int = 8,

@@ -4,7 +4,7 @@
 computed and rescaled to whole images: the ELBO, the IWAE bound, evaluation
 and test-time refinement all call it. The latent's side (posterior samples,
 KL terms, importance ratios) comes from ``nerf_vae.sample_posterior``, so
-every objective holds for the independent and the hierarchical prior alike.
+every objective holds for the independent and the factor prior alike.
 Shapes: B scenes, R rays, S posterior samples.
 """
 
@@ -112,8 +112,7 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
 
   Returns:
     (loss, metrics): metrics hold per-pixel ELBO, log-likelihood and KL (in
-    nats), the KL per scene (and, with the hierarchical prior, its z0 part
-    ``kl_top``), the fine pass's MSE and PSNR (estimates over whole images),
+    nats), the KL per scene, the fine pass's MSE and PSNR (estimates over whole images),
     and beta.
   """
   k_z, k_rays, k_render = jax.random.split(key, 3)
@@ -136,8 +135,6 @@ def elbo_loss(model: NeRFVAE, params, batch, key, *, num_rays: int, likelihood_s
       "mse": mse, "psnr": image_metrics.psnr(mse, jnp), "mse_coarse": jnp.mean(weighted_mse(rays, out["coarse"]["rgb"])),
       "beta": jnp.asarray(beta, jnp.float32), "opacity_penalty": jnp.mean(haze),
   }
-  if q.hierarchical:
-    metrics["kl_top"] = jnp.mean(posterior.kl_to_standard_normal(q.top_mean, q.top_scale))
   return metrics["loss"], metrics
 
 

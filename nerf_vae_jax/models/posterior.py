@@ -10,7 +10,7 @@ neither combination depends on the order of the views.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,48 +61,16 @@ def product_of_experts(mu, raw, mask):
   return mean, jax.lax.rsqrt(prec)
 
 
-def views_product(mu, raw, mask):
-  """The product of the views' Gaussians alone (no prior): (mean, scale) [B, ...], (0, 1) where no view is real.
-
-  The hierarchical prior multiplies in p(cells | z0) once z0 is drawn (``nerf_vae.sample_posterior``).
-  """
-  prec_v = 1.0 / jnp.square(to_scale(raw))
-  w = _weights(mask, mu)
-  prec = jnp.sum(w * prec_v, axis=1)
-  some = prec > 0
-  mean = jnp.sum(w * prec_v * mu, axis=1) / jnp.where(some, prec, 1.0)
-  return jnp.where(some, mean, 0.0), jnp.where(some, jax.lax.rsqrt(jnp.where(some, prec, 1.0)), 1.0)
-
-
-def product_with(mean, scale, prior_mean, prior_scale):
-  """The product of N(mean, scale^2) and N(prior_mean, prior_scale^2), normalised: (mean, scale)."""
-  prec_v, prec_p = 1.0 / jnp.square(scale), 1.0 / jnp.square(prior_scale)
-  prec = prec_v + prec_p
-  return (prec_v * mean + prec_p * prior_mean) / prec, jax.lax.rsqrt(prec)
-
-
 COMBINE = {"average": average, "poe": product_of_experts}
 
 
 class Posterior(NamedTuple):
   """q(z | context views), what ``NeRFVAE.infer`` returns (a pytree: it passes through jit).
 
-  mean, scale: [B, *latent_shape], the views' combined Gaussian (with the
-    hierarchical prior: of the cells that ``seen`` marks, [B, G^3, D], without
-    the top-down features).
-  top_mean, top_scale: [B, top_dim], q(z0) of the hierarchical prior; None otherwise.
-  seen: bool [B, G^3], the cells some context view sees (hierarchical only;
-    the others follow p(cells | z0)); None otherwise.
+  mean, scale: [B, *latent_shape], the views' combined Gaussian (diagonal).
   """
   mean: jax.Array
   scale: jax.Array
-  top_mean: Optional[jax.Array] = None
-  top_scale: Optional[jax.Array] = None
-  seen: Optional[jax.Array] = None
-
-  @property
-  def hierarchical(self) -> bool:
-    return self.top_mean is not None
 
 
 def kl_to_standard_normal(mean, scale):

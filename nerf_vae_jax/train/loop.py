@@ -78,7 +78,7 @@ def agree_to_stop(local: bool) -> bool:
 def _preview_arrays(model, params, batch, height: int, width: int):
   """The first scene of a batch: its first context and target views, and the target rendered from the context."""
   one = jax.tree.map(lambda x: x[:1], batch)
-  latent = nerf_vae.posterior_latent(model, params, nerf_vae.infer(model, params, one))
+  latent = nerf_vae.infer(model, params, one).mean
   out = nerf_vae.render_views(model, params, latent, one["target_intrinsics"][:, :1],
                               one["target_cam_to_world"][:, :1], height, width)
   return {"context": one["context_images"][0, 0], "target": one["target_images"][0, 0],
