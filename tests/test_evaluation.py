@@ -278,7 +278,7 @@ def test_second_stage_priors_are_fitted_sampled_and_scored(toy_run):
 
 def test_a_gaussian_fitted_to_whole_posteriors(toy_run):
   """fit_prior --fit_to=posteriors: each scene's posterior mean and variance, of which the one-sample latents
-  (same seed, same z0) are draws; the Gaussian's marginal variance is the aggregate posterior's."""
+  (same seed) are draws; the Gaussian's marginal variance is the aggregate posterior's."""
   from nerf_vae_jax import errors
   from nerf_vae_jax.evaluation import second_stage
   from nerf_vae_jax.models import fitted_prior
