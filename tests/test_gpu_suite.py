@@ -36,3 +36,17 @@ def test_train64_then_generate_without_the_baseline(tmp_path):
   log = (tmp_path / "out" / "suite.log").read_text()
   assert "experiments.nerf_baseline" not in log
   assert "-m experiments.generate --workdir=" in log and "--metric_scenes=32" in log
+
+
+def test_the_plan_is_launched_again_in_a_fresh_run_folder_with_the_same_compilation_cache(tmp_path):
+  """The 60-s start of issue #24, on a first launch and on a relaunch that reads the compiled programs."""
+  fake = tmp_path / "python"  # prints the cache folder it would use, then its arguments
+  fake.write_text('#!/bin/sh\necho "cache=$JAX_COMPILATION_CACHE_DIR $*"\n')
+  fake.chmod(0o755)
+  stamps = _run(tmp_path, PHASES="plan", PY=str(fake), PLAN_LAUNCHES="2")
+  names = [s.split("] ", 1)[1].split(":")[0] for s in stamps]
+  assert names == ["plan", "grid float32 at 80 GiB, launch 1", "plan", "grid float32 at 80 GiB, launch 2", "done"]
+  runs = [l for l in (tmp_path / "out" / "suite.log").read_text().splitlines() if "-m experiments.train" in l]
+  caches = {r.split()[0] for r in runs}  # the suite's own (WORK_DIR/jax_cache) unless the caller set one
+  assert len(runs) == 2 and len(caches) == 1 and caches != {"cache="}
+  assert [r.split("--workdir=")[1] for r in runs] == [str(tmp_path / "work" / f"run_f32_plan_{i}") for i in (1, 2)]
