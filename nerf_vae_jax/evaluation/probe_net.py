@@ -158,8 +158,9 @@ def features(probe: tuple, images: np.ndarray) -> np.ndarray:
 def cache_key(spec: specs.SceneSpec, settings: Settings) -> str:
   """A hash of everything the probe depends on: the dataset's spec and builder version (a renderer change
   keeps the spec), the probe's settings and version."""
+  dataset_version = str(ShapeScenes.VERSION) if spec.dataset == "shape_scenes" else None
   blob = json.dumps({"spec": dataclasses.asdict(spec), "settings": dataclasses.asdict(settings),
-                     "version": VERSION, "dataset_version": str(ShapeScenes.VERSION) if spec.dataset == "shape_scenes" else None}, sort_keys=True, default=str)
+                     "version": VERSION, "dataset_version": dataset_version}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
