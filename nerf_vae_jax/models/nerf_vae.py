@@ -251,31 +251,30 @@ class NeRFVAE(nn.Module):
     return self.render_rays(q.mean, origins, directions, key)
 
 
-# Study options that lost: their defaults, where RESULTS.md tells what they did, and the last commit with them.
-RETIRED = {"cells_from_views": (True, '"Can z0 carry the scene?"', "bd63e9c")}
-# The hierarchical prior (model.prior="hierarchical": a scene-level z0 and p(cells | z0)) and the fields only it
-# read; every figure went to the factor prior (RESULTS.md, "A low-rank Gaussian as the model's own prior").
-HIERARCHICAL_FIELDS = ("top_dim", "prior_channels", "prior_net", "top_down")
-HIERARCHICAL_AT = "bceea4f"
+# Study options that lost, as saved runs may still hold them: field -> (whether a value can no longer be rebuilt,
+# where RESULTS.md tells what it did, the last commit with it).
+RETIRED = {
+    "cells_from_views": (lambda v: v is not True, '"Can z0 carry the scene?"', "bd63e9c"),
+    # The hierarchical prior: every figure went to the factor prior.
+    "prior": (lambda v: v == "hierarchical", '"A low-rank Gaussian as the model\'s own prior"', "bceea4f"),
+}
+# Fields that only retired options read: dropped from saved runs whatever their value.
+REMOVED_FIELDS = ("cells_from_views", "top_dim", "prior_channels", "prior_net", "top_down")
 
 
 def from_config(config, scene_radius: float) -> NeRFVAE:
   """The model of an ml-collections ``config.model``."""
-  if config.get("prior") == "hierarchical":
-    raise errors.ConfigError(f"config.model.prior='hierarchical': a study option removed since (RESULTS.md, \"A "
-                             f"low-rank Gaussian as the model's own prior\"); check out commit {HIERARCHICAL_AT} or "
-                             f"earlier to load this run, or choose prior=factor.")
+  for field, (gone, where, commit) in RETIRED.items():  # runs saved while a study option existed
+    if field in config and gone(config[field]):
+      raise errors.ConfigError(f"config.model.{field}={config[field]!r}: a study option removed since (RESULTS.md, "
+                               f"{where}); check out commit {commit} or earlier to load this run.")
   choices = {"latent": ("global", "grid"), "posterior": tuple(posterior.COMBINE), "prior": ("independent", "factor")}
   for field, allowed in choices.items():
     value = config.get(field, getattr(NeRFVAE, field, None))  # runs saved before a field existed: its default
     if value not in allowed:
       raise errors.ConfigError(f"config.model.{field}={value!r}; choose one of {', '.join(allowed)}.")
   dtype = scene_function.dtype_of(config.dtype)
-  fields = {k: v for k, v in config.items() if k != "dtype" and k not in HIERARCHICAL_FIELDS}
-  for field, (default, where, commit) in RETIRED.items():  # runs saved while a study option existed
-    if fields.pop(field, default) != default:
-      raise errors.ConfigError(f"config.model.{field}={config[field]!r}: a study option removed since (RESULTS.md, "
-                               f"{where}); check out commit {commit} or earlier to load this run.")
+  fields = {k: v for k, v in config.items() if k != "dtype" and k not in REMOVED_FIELDS}
   fields["encoder_channels"] = tuple(fields["encoder_channels"])
   return NeRFVAE(scene_radius=scene_radius, dtype=dtype, **fields)
 
