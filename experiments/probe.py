@@ -22,7 +22,7 @@ FLAGS = flags.FLAGS
 
 def _probe(dataset: str, data_dir: str | None, publish: bool) -> None:
   if publish:
-    print(f"Published: {probe_net.publish(dataset, data_dir)}")
+    probe_net.publish(dataset, data_dir)
   _, _, info = probe_net.load_or_train(dataset, data_dir)
   print(probe_net.describe(info))
   print(f"Read from {info['folder']}")

@@ -150,7 +150,11 @@ def test_probe_cache_follows_the_dataset_spec(tiny_data_dir, tmp_path, monkeypat
   # Published into the package, it is read before any cache, on a machine without the dataset.
   monkeypatch.setattr(probe_net, "PUBLISHED", str(tmp_path / "published"))
   path = probe_net.publish("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append)
-  assert not logs and path.startswith(str(tmp_path / "published"))
+  assert logs == [f"Published: {path} (commit it with its .json)"] and path.startswith(str(tmp_path / "published"))
+  logs.clear()  # publishing again keeps the file and says so
+  assert probe_net.publish("shape_scenes/tiny", tiny_data_dir, settings, log=logs.append) == path
+  assert len(logs) == 1 and logs[0].startswith("Already published, kept") and os.path.exists(path)
+  logs.clear()
   published = probe_net.load_or_train("shape_scenes/tiny", str(tmp_path / "elsewhere"), settings, log=logs.append)
   assert not logs and published[2]["folder"] == path and published[2]["held_out"] == info["held_out"]
   np.testing.assert_array_equal(probe_net.features(published, images), feats)

@@ -252,11 +252,14 @@ def load_or_train(name: str, data_dir: str | None = None, settings: Settings = S
 
 
 def publish(name: str, data_dir: str | None = None, settings: Settings = Settings(), log=print) -> str:
-  """Copies the probe of a dataset (cached, or trained first) into the package; returns its path."""
+  """Copies the probe of a dataset (cached, or trained first) into the package; returns its path.
+
+  A probe already published under the same key is kept (the key names the spec, version and settings)."""
   data_dir = data_dir or build.default_data_dir()
   spec = build.spec_of(name, data_dir)
   path = published_path(spec, settings)
   if os.path.exists(path + ".json"):
+    log(f"Already published, kept (same spec, version and settings): {path}.msgpack")
     return path + ".msgpack"
   _, params, info = load_or_train(name, data_dir, settings, log)
   os.makedirs(PUBLISHED, exist_ok=True)
@@ -264,6 +267,7 @@ def publish(name: str, data_dir: str | None = None, settings: Settings = Setting
     f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, jax.device_get(params))))
   with open(path + ".json", "w") as f:  # written last, as the cache's probe.json
     json.dump({k: v for k, v in info.items() if k != "folder"}, f, indent=2)
+  log(f"Published: {path}.msgpack (commit it with its .json)")
   return path + ".msgpack"
 
 
