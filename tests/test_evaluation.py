@@ -97,11 +97,11 @@ def test_nerf_baseline_fits_one_tiny_scene(tiny_data_dir):
   config = shape_scenes.get_config("tiny")
   model = nerf.from_config(config.model, 1.0)
   params, fit_psnr = nerf.fit(model, scene["images"][None], scene["intrinsics"][None], scene["cam_to_world"][None],
-                              np.array([8]), jax.random.PRNGKey(0), steps=300, num_rays=256)
+                              np.array([8]), jax.random.PRNGKey(0), steps=150, num_rays=256)
   out = nerf.render_views(model, params, scene["intrinsics"][None, :2], scene["cam_to_world"][None, :2], 32, 32)
   m = view_metrics.scene_metrics(out["rgb"][0], out["depth"][0], out["acc"][0], scene, 8, slice(0, 2))
-  # A NeRF that saw all 8 views renders two of them far better than their mean colour,
-  # with the objects' silhouettes in place.
+  # A NeRF that saw all 8 views renders two of them far better than their mean colour, with the objects'
+  # silhouettes in place (at 150 steps about +12 dB and IoU 0.8; at 100, +8.7 dB and 0.66).
   assert m["psnr"] > m["baseline_psnr"] + 6.0, m
   assert float(fit_psnr[0]) > m["baseline_psnr"] + 6.0
   assert m["mask_iou"] > 0.5, m
