@@ -68,8 +68,27 @@ def use_compilation_cache() -> None:
   (BENCHMARKS.md, "The coarse pass without a gradient on one GPU"). JAX keys each entry by the program, its
   compiler options, the device kind and the JAX version."""
   if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    repair_cache(CACHE_DIR)
     jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
     jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+
+
+def repair_cache(path: str) -> int:
+  """Gives every entry of a size-bounded compilation cache that lacks its access-time file (KEY-cache without
+  KEY-atime) the oldest time, so that it is evicted first; returns how many it repaired.
+
+  Why: JAX writes an entry's program and its access time as two files, so a run stopped between the two (a
+  Ctrl-C, a preemption) leaves an orphan, and the eviction sweep of JAX 0.10 then reads every entry's time
+  before each write: one orphan made every later write fail with a FileNotFoundError warning, and the cache
+  stopped growing (jax-ml/jax#39880; later JAX treats a missing time as the oldest, as here)."""
+  if not os.path.isdir(path):
+    return 0
+  names = set(os.listdir(path))
+  orphans = [n[:-len("-cache")] for n in names if n.endswith("-cache") and n[:-len("-cache")] + "-atime" not in names]
+  for key in orphans:
+    with open(os.path.join(path, key + "-atime"), "wb") as f:
+      f.write((0).to_bytes(8, "little"))
+  return len(orphans)
 
 
 def run(fn, /, **kwargs) -> int:
