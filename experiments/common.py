@@ -73,22 +73,19 @@ def use_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
 
 
-def repair_cache(path: str) -> int:
+def repair_cache(path: str) -> None:
   """Gives every entry of a size-bounded compilation cache that lacks its access-time file (KEY-cache without
-  KEY-atime) the oldest time, so that it is evicted first; returns how many it repaired.
+  KEY-atime, JAX's two suffixes) the oldest time, so that it is evicted first.
 
   Why: JAX writes an entry's program and its access time as two files, so a run stopped between the two (a
   Ctrl-C, a preemption) leaves an orphan, and the eviction sweep of JAX 0.10 then reads every entry's time
   before each write: one orphan made every later write fail with a FileNotFoundError warning, and the cache
   stopped growing (jax-ml/jax#39880; later JAX treats a missing time as the oldest, as here)."""
-  if not os.path.isdir(path):
-    return 0
-  names = set(os.listdir(path))
-  orphans = [n[:-len("-cache")] for n in names if n.endswith("-cache") and n[:-len("-cache")] + "-atime" not in names]
-  for key in orphans:
+  names = set(os.listdir(path)) if os.path.isdir(path) else set()
+  keys = {n.removesuffix("-cache") for n in names if n.endswith("-cache")}
+  for key in keys - {n.removesuffix("-atime") for n in names}:
     with open(os.path.join(path, key + "-atime"), "wb") as f:
       f.write((0).to_bytes(8, "little"))
-  return len(orphans)
 
 
 def run(fn, /, **kwargs) -> int:
